@@ -1,0 +1,25 @@
+"""tpkernel: neural architectures as tensor programs, and their infinite-width limits.
+
+>>> import tpkernel as tp
+>>> p = tp.examples.mlp(depth=2)
+>>> K = tp.kernels(p, X)          # K.nngp, K.ntk
+"""
+
+from . import examples, nonlin
+from .backward import backward
+from .builder import (abrelu, abs, apply, cos, erf, exp, gaussian, gelu, leaky_relu,
+                      power, relu, sigmoid, sin, softplus, swish, tanh)
+from .errors import (NotBPLikeError, NumericalError, ProgramError, ShapeError, TPKernelError,
+                     UnknownNonlinearityError)
+from .ir import Program
+from .limit import Kernels, kernels
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Program", "kernels", "Kernels", "backward", "examples", "nonlin",
+    "relu", "erf", "tanh", "gelu", "sin", "cos", "exp", "sigmoid", "softplus", "swish", "abrelu",
+    "leaky_relu", "abs", "gaussian", "power", "apply",
+    "TPKernelError", "ProgramError", "NotBPLikeError", "UnknownNonlinearityError", "ShapeError",
+    "NumericalError",
+]

@@ -1,0 +1,423 @@
+r"""The program IR: frozen nodes and the :class:`Program` that orders them.
+
+A tensor program (NETSOR, Yang 2019) over width n is a list of instructions on named
+variables.  Each node below is one instruction; its ``inputs`` name the nodes it reads.
+
+============  ==========================================  ======================
+node          meaning                                     TP kind
+============  ==========================================  ======================
+Data          a data placeholder ξ ∈ R^d, or (ξ_1..ξ_T)   (not a vector)
+InputLayer    U ∈ R^{n×d}, acting as σ_U U ξ / √d          parameter
+Matrix        W ∈ R^{n×n}, acting as σ_W W x / √n          A-var, parameter
+Bias          b = σ_b β ∈ R^n                              initial G-var, parameter
+Embed         U ξ_t (the input layer on step t of data)    initial G-var
+MatMul        W x, or W^T x when ``transpose``             G-var
+Nonlin        φ(x_1, …, x_k) coordinatewise                X-var
+LinComb       Σ_k c_k x_k + c_0 (sums, scalings)           X-var (linear Nonlin)
+Readout       f = σ_v vᵀ x / √n (+ σ_o β)                  output
+Seed          σ_v·c(t)·v, the readout's gradient           initial G-var (backward)
+============  ==========================================  ======================
+
+Nodes are immutable; a :class:`Program` keeps them in order (every node after the
+nodes it reads), offers a ``networkx.DiGraph`` view, and validates itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import networkx as nx
+
+from .errors import NotBPLikeError, ProgramError
+from .nonlin import Nonlinearity
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return ()
+
+    is_vector = False  # an element of R^n
+    is_param = False  # trained; contributes to the NTK
+    is_gaussian_atom = False  # an initial vector or a MatMul: jointly Gaussian in the limit
+
+
+def _check_std(name: str, what: str, value: float | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ProgramError(f"{name}: {what} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Data(Node):
+    """A data placeholder; ``length`` is the number of steps of a sequence (None: one vector)."""
+
+    length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.length is not None and (not isinstance(self.length, int) or self.length < 1):
+            raise ProgramError(f"data {self.name}: length must be a positive integer, got {self.length!r}")
+
+
+@dataclass(frozen=True)
+class Param(Node):
+    std: float = 1.0
+    lr: float = 1.0
+    is_param = True
+
+    def __post_init__(self) -> None:
+        _check_std(self.name, "std", self.std)
+        _check_std(self.name, "lr", self.lr)
+
+
+@dataclass(frozen=True)
+class InputLayer(Param):
+    """U ∈ R^{n×d}: ``Embed`` nodes apply it to data as σ_U U ξ_t / √d."""
+
+
+@dataclass(frozen=True)
+class Matrix(Param):
+    """W ∈ R^{n×n} with iid N(0, 1) entries, acting as σ_W W x / √n."""
+
+
+@dataclass(frozen=True)
+class Bias(Param):
+    """An initial vector σ_b β, β iid N(0, 1): a G-var used as is."""
+
+    is_vector = True
+    is_gaussian_atom = True
+
+
+@dataclass(frozen=True)
+class Embed(Node):
+    """σ_U U ξ_t / √d: the input layer ``layer`` applied to step ``step`` of ``data``."""
+
+    layer: str = ""
+    data: str = ""
+    step: int | None = None
+    is_vector = True
+    is_gaussian_atom = True
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.layer, self.data)
+
+
+@dataclass(frozen=True)
+class MatMul(Node):
+    """W x (``transpose=False``) or Wᵀ x: a G-var."""
+
+    matrix: str = ""
+    arg: str = ""
+    transpose: bool = False
+    is_vector = True
+    is_gaussian_atom = True
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.matrix, self.arg)
+
+
+@dataclass(frozen=True)
+class Nonlin(Node):
+    """φ(x_1, …, x_k) applied coordinatewise: an X-var."""
+
+    fn: Nonlinearity = field(default=None)  # type: ignore[assignment]
+    args: tuple[str, ...] = ()
+    is_vector = True
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.args
+
+
+@dataclass(frozen=True)
+class LinComb(Node):
+    """Σ_k c_k x_k + c_0: a linear Nonlin, expanded bilinearly by every evaluator."""
+
+    args: tuple[str, ...] = ()
+    coeffs: tuple[float, ...] = ()
+    const: float = 0.0
+    is_vector = True
+
+    def __post_init__(self) -> None:
+        if len(self.args) != len(self.coeffs):
+            raise ProgramError(f"{self.name}: {len(self.args)} terms but {len(self.coeffs)} coefficients")
+        if not all(math.isfinite(c) for c in self.coeffs + (self.const,)):
+            raise ProgramError(f"{self.name}: coefficients must be finite")
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.args
+
+
+POOLS = (None, "last", "mean")
+
+
+@dataclass(frozen=True)
+class Readout(Node):
+    """f = σ_v vᵀ x / √n (+ σ_o β): a scalar output.
+
+    With ``pool`` the readout reads a list of vectors, one per step of a sequence:
+    ``"last"`` reads each example's own last step, ``"mean"`` averages its own steps.
+    ``vector`` optionally names a :class:`Bias` node used as v (it must not be used
+    anywhere else: BP-likeness).
+    """
+
+    args: tuple[str, ...] = ()
+    std: float = 1.0
+    lr: float = 1.0
+    b_std: float | None = None
+    b_lr: float = 1.0
+    pool: str | None = None
+    vector: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_std(self.name, "std", self.std)
+        _check_std(self.name, "lr", self.lr)
+        _check_std(self.name, "b_std", self.b_std, allow_none=True)
+        _check_std(self.name, "b_lr", self.b_lr)
+        if self.pool not in POOLS:
+            raise ProgramError(f"readout {self.name}: pool must be one of {POOLS}, got {self.pool!r}")
+        if self.pool is None and len(self.args) != 1:
+            raise ProgramError(f"readout {self.name}: reads {len(self.args)} vectors; give pool='last' or 'mean'")
+        if not self.args:
+            raise ProgramError(f"readout {self.name}: reads no vector")
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.args + ((self.vector,) if self.vector else ())
+
+
+@dataclass(frozen=True)
+class Seed(Node):
+    """The readout's gradient on its ``index``-th argument, σ_v·c(t)·v (backward program)."""
+
+    readout: str = ""
+    index: int = 0
+    is_vector = True
+    is_gaussian_atom = True
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.readout,)
+
+
+# ---------------------------------------------------------------------------------
+
+class Program:
+    """An ordered list of nodes: every node comes after the nodes it reads.
+
+    Build one with the builder methods (:meth:`data`, :meth:`input_layer`,
+    :meth:`matrix`, :meth:`bias`, :meth:`output`) and operators on the returned
+    handles, or from a list of nodes.  ``program.graph`` is the dependency graph as a
+    ``networkx.DiGraph`` (edge u → v when v reads u).
+    """
+
+    def __init__(self, name: str = "program", nodes: Iterable[Node] = ()) -> None:
+        self.name = name
+        self._nodes: dict[str, Node] = {}
+        self._counter: dict[str, int] = {}
+        for node in nodes:
+            self.add(node)
+
+    # -- container -----------------------------------------------------------------
+    def add(self, node: Node) -> Node:
+        if not isinstance(node, Node):
+            raise ProgramError(f"{node!r} is not a program node")
+        if not isinstance(node.name, str) or not node.name:
+            raise ProgramError(f"node names must be non-empty strings, got {node.name!r}")
+        if node.name in self._nodes:
+            raise ProgramError(f"duplicate node name {node.name!r}")
+        for ref in node.inputs:
+            if ref not in self._nodes:
+                raise ProgramError(f"node {node.name!r} reads {ref!r}, which is not defined before it")
+        self._check_kinds(node)
+        self._nodes[node.name] = node
+        return node
+
+    def __getitem__(self, name: str) -> Node:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise ProgramError(f"program {self.name!r} has no node {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._nodes
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self._nodes.values())
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    @property
+    def nodes(self) -> list[Node]:
+        return list(self._nodes.values())
+
+    def index(self, name: str) -> int:
+        return list(self._nodes).index(name)
+
+    def of_type(self, *types: type) -> list[Node]:
+        return [n for n in self._nodes.values() if isinstance(n, types)]
+
+    @property
+    def readouts(self) -> list[Readout]:
+        return self.of_type(Readout)  # type: ignore[return-value]
+
+    @property
+    def params(self) -> list[Param]:
+        return self.of_type(Param)  # type: ignore[return-value]
+
+    def consumers(self, name: str) -> list[Node]:
+        return [n for n in self._nodes.values() if name in n.inputs]
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        g = nx.DiGraph()
+        for n in self._nodes.values():
+            g.add_node(n.name, node=n)
+            for ref in n.inputs:
+                g.add_edge(ref, n.name)
+        return g
+
+    def fresh(self, prefix: str) -> str:
+        """A node name ``prefix<k>`` not yet used."""
+        k = self._counter.get(prefix, 0)
+        while True:
+            k += 1
+            name = f"{prefix}{k}"
+            if name not in self._nodes:
+                self._counter[prefix] = k
+                return name
+
+    def copy(self, name: str | None = None) -> "Program":
+        return Program(name or self.name, self._nodes.values())
+
+    def __repr__(self) -> str:
+        return f"<Program {self.name!r}: {len(self)} nodes>"
+
+    # -- validation ----------------------------------------------------------------
+    def _check_kinds(self, node: Node) -> None:
+        """Check that each input of ``node`` is of the kind the instruction needs."""
+        get = self._nodes.__getitem__
+        if isinstance(node, Embed):
+            if not isinstance(get(node.layer), InputLayer):
+                raise ProgramError(f"{node.name}: {node.layer!r} is not an input layer")
+            data = get(node.data)
+            if not isinstance(data, Data):
+                raise ProgramError(f"{node.name}: input layer {node.layer!r} applied to {node.data!r}, "
+                                   "which is not data; use a matrix for vectors")
+            if (data.length is None) != (node.step is None):
+                raise ProgramError(f"{node.name}: data {data.name!r} "
+                                   + ("is a sequence: pick a step x[t]" if data.length else "has no steps"))
+            if data.length is not None and not 0 <= node.step < data.length:
+                raise ProgramError(f"{node.name}: step {node.step} outside 0..{data.length - 1} of {data.name!r}")
+        elif isinstance(node, MatMul):
+            m, a = get(node.matrix), get(node.arg)
+            if not isinstance(m, Matrix):
+                what = "an input layer (it takes data)" if isinstance(m, InputLayer) else "not a matrix"
+                raise ProgramError(f"{node.name}: {node.matrix!r} is {what}")
+            if not a.is_vector:
+                raise ProgramError(f"{node.name}: matrix {node.matrix!r} applied to {node.arg!r}, which is not a "
+                                   f"vector of width n ({type(a).__name__}); use an input layer for data")
+        elif isinstance(node, (Nonlin, LinComb, Readout)):
+            args = node.args
+            for a in args:
+                if not get(a).is_vector:
+                    raise ProgramError(f"{node.name}: argument {a!r} is not a vector ({type(get(a)).__name__})")
+            if isinstance(node, Nonlin):
+                if not isinstance(node.fn, Nonlinearity):
+                    raise ProgramError(f"{node.name}: {node.fn!r} is not a nonlinearity")
+                ar = node.fn.family.arity
+                if (ar and len(args) != ar) or not args or node.fn.arity != len(args):
+                    raise ProgramError(f"{node.name}: {node.fn.label} takes {ar or 'one or more'} "
+                                       f"argument(s), got {len(args)}")
+            if isinstance(node, Readout) and node.vector is not None and not isinstance(get(node.vector), Bias):
+                raise ProgramError(f"readout {node.name}: its vector {node.vector!r} must be an initial vector")
+        elif isinstance(node, Seed):
+            if not isinstance(get(node.readout), Readout):
+                raise ProgramError(f"{node.name}: {node.readout!r} is not a readout")
+
+    def validate(self) -> "Program":
+        """Check the whole program; raise a specific error naming the node at fault.
+
+        Checks: no cycles; at least one readout; every parameter and vector is used
+        (a dangling node is an error: it would silently not count); readout vectors are
+        used only by their readout (BP-like); a matrix is not used both as W and as Wᵀ in
+        the forward pass (general NETSOR⊤ is not supported yet).
+        """
+        g = self.graph
+        if not nx.is_directed_acyclic_graph(g):
+            cycle = nx.find_cycle(g)
+            raise ProgramError(f"program {self.name!r} has a cycle through {cycle[0][0]!r}: "
+                               + " -> ".join(u for u, _ in cycle) + f" -> {cycle[0][0]}")
+        if not self.readouts:
+            raise ProgramError(f"program {self.name!r} has no readout (use program.output(x))")
+        for node in self._nodes.values():
+            if isinstance(node, (Readout, Seed)):
+                continue
+            users = self.consumers(node.name)
+            if not users:
+                kind = "parameter" if node.is_param else ("data" if isinstance(node, Data) else "vector")
+                raise ProgramError(f"{kind} {node.name!r} is defined but never used (dangling)")
+            vec_users = [u for u in users if isinstance(u, Readout) and u.vector == node.name]
+            if vec_users and len(users) > 1:
+                others = ", ".join(repr(u.name) for u in users if u is not vec_users[0])
+                raise NotBPLikeError(f"readout vector {node.name!r} of {vec_users[0].name!r} is also used by "
+                                     f"{others}: the program is not BP-like")
+        for m in self.of_type(Matrix):
+            flags = {u.transpose for u in self.consumers(m.name) if isinstance(u, MatMul)}
+            if flags == {True, False}:
+                raise NotBPLikeError(f"matrix {m.name!r} is used both as W and as Wᵀ in the forward pass: "
+                                     "general NETSOR⊤ (the Ż correction) is not supported yet")
+        return self
+
+    # -- builder methods (see tpkernel.builder) --------------------------------------
+    def data(self, name: str, length: int | None = None):
+        """Declare a data placeholder; ``length=T`` makes it a sequence ``x[0..T-1]``."""
+        from .builder import DataHandle
+        return DataHandle(self, self.add(Data(name, length)).name)
+
+    def input_layer(self, name: str, std: float = 1.0, lr: float = 1.0):
+        """Declare an input layer U (the embedding σ_U U ξ / √d); use it as ``U @ x``."""
+        from .builder import ParamHandle
+        return ParamHandle(self, self.add(InputLayer(name, float(std), float(lr))).name)
+
+    def matrix(self, name: str, std: float = 1.0, lr: float = 1.0):
+        """Declare an n×n matrix W (acting as σ_W W x / √n); use it as ``W @ x``, ``W.T @ x``."""
+        from .builder import ParamHandle
+        return ParamHandle(self, self.add(Matrix(name, float(std), float(lr))).name)
+
+    def bias(self, name: str, std: float = 1.0, lr: float = 1.0):
+        """Declare a bias (an initial vector σ_b β); use it in sums ``W @ x + b``."""
+        from .builder import Vec
+        return Vec(self, self.add(Bias(name, float(std), float(lr))).name)
+
+    def output(self, x, std: float = 1.0, lr: float = 1.0, b_std: float | None = None,
+               b_lr: float = 1.0, pool: str | None = None, name: str | None = None,
+               vector=None) -> Readout:
+        """Add a readout f = σ_v vᵀ x / √n (+ σ_o β when ``b_std`` is given).
+
+        ``x`` is a vector, or a list of vectors (one per sequence step) with
+        ``pool="last"`` (each example reads its own last step) or ``pool="mean"``.
+        """
+        from .builder import materialize
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        if pool is None and len(xs) > 1:
+            raise ProgramError("output(): a list of vectors needs pool='last' or 'mean'")
+        args = tuple(materialize(self, v) for v in xs)
+        vec = None if vector is None else materialize(self, vector)
+        return self.add(Readout(name or self.fresh("f"), args, float(std), float(lr),
+                                None if b_std is None else float(b_std), float(b_lr), pool, vec))
+
+    def listing(self) -> str:
+        """The program as text, one instruction per line (see tpkernel.listing)."""
+        from .listing import listing
+        return listing(self)

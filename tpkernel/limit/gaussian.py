@@ -1,0 +1,139 @@
+r"""Gaussian integrals that have no closed form.
+
+- :func:`expect_1d`: E[f(u)], u ~ N(0, q), Gauss-Hermite with ``deg`` nodes.
+- :func:`expect_2d`: E[f(u) g(v)] for (u, v) ~ N(0, [[q1, c], [c, q2]]), deg² nodes,
+  vectorised over the broadcast shape of (q1, q2, c), never materialising
+  shape × deg² at once.
+- :func:`expect_nd`: E[F(z_1..z_D)] for z ~ N(0, Σ) with Σ of shape (..., D, D):
+  tensor Gauss-Hermite for D <= 4, chunked over nodes.
+- :func:`expect_mc`: the Monte Carlo fallback for D > 4, with its standard error.
+
+Quadrature is exact for polynomials of degree < 2·deg and converges exponentially for
+analytic integrands; the error estimate compares ``deg`` with ⌈3·deg/4⌉.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import NumericalError
+
+Array = np.ndarray
+#: budget (number of float64s) for one quadrature temporary
+CHUNK = 4_000_000
+
+
+#: the trapezoid rule's half-width: the N(0, 1) density is below 1e-17 beyond it
+TRAPEZOID_HALF_WIDTH = float(np.sqrt(2 * np.log(1e17)))
+RULES = ("hermite", "trapezoid")
+
+
+@lru_cache(maxsize=None)
+def nodes(deg: int, rule: str = "hermite") -> tuple[Array, Array]:
+    """Nodes and weights of E[f(t)], t ~ N(0, 1) ≈ Σ_k w_k f(t_k).
+
+    ``hermite``: Gauss-Hermite, exact for polynomials of degree < 2·deg.
+    ``trapezoid``: ``deg`` equispaced nodes on ±8.87 with weights h·φ(t); for analytic
+    integrands with poles near the real axis (tanh, sigmoid) it converges much faster
+    than Gauss-Hermite (geometrically in deg rather than in √deg).
+    """
+    if not isinstance(deg, (int, np.integer)) or deg < 1:
+        raise NumericalError(f"quadrature degree must be an integer >= 1, got {deg!r}")
+    if rule == "hermite":
+        t, w = np.polynomial.hermite_e.hermegauss(deg)
+        return t, w / np.sqrt(2 * np.pi)
+    if rule == "trapezoid":
+        if deg == 1:
+            return np.zeros(1), np.ones(1)
+        t = np.linspace(-TRAPEZOID_HALF_WIDTH, TRAPEZOID_HALF_WIDTH, deg)
+        w = (t[1] - t[0]) * np.exp(-t * t / 2) / np.sqrt(2 * np.pi)
+        return t, w
+    raise NumericalError(f"unknown quadrature rule {rule!r}; choose from {RULES}")
+
+
+def expect_1d(f: Callable[[Array], Array], q: Array, deg: int, rule: str = "hermite") -> Array:
+    t, w = nodes(deg, rule)
+    s = np.sqrt(np.asarray(q, dtype=float))
+    return sum(wk * f(s * tk) for tk, wk in zip(t, w))
+
+
+def correlation(q1: Array, q2: Array, c: Array) -> Array:
+    """ρ = c / √(q1 q2), 0 where a variance is 0; rounding beyond |ρ| = 1 is an error
+    past 1e-8 and folded back to ±1 below it."""
+    qq = np.sqrt(q1 * q2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(qq > 0, c / np.where(qq > 0, qq, 1.0), 0.0)
+    if np.any(np.abs(rho) > 1 + 1e-8):
+        raise NumericalError(f"covariance is not positive semi-definite (|ρ| = {np.max(np.abs(rho)):.3g} > 1)")
+    return np.clip(rho, -1.0, 1.0)
+
+
+def expect_2d(f: Callable[[Array], Array], g: Callable[[Array], Array],
+              q1: Array, q2: Array, c: Array, deg: int, rule: str = "hermite") -> Array:
+    """E[f(u) g(v)] with u = √q1 t1, v = √q2 (ρ t1 + √(1-ρ²) t2)."""
+    q1, q2, c = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (q1, q2, c)))
+    rho = correlation(q1, q2, c)
+    s1, s2 = np.sqrt(q1), np.sqrt(q2)
+    a, b = s2 * rho, s2 * np.sqrt(1 - rho * rho)
+    t, w = nodes(deg, rule)
+    total = np.zeros(q1.shape)
+    for ti, wi in zip(t, w):
+        inner = np.zeros(q1.shape)
+        at = a * ti
+        for tj, wj in zip(t, w):
+            inner += wj * g(at + b * tj)
+        total += wi * f(s1 * ti) * inner
+    return total
+
+
+def psd_sqrt(cov: Array, what: str = "covariance") -> Array:
+    """L with L Lᵀ = cov for a batch of PSD matrices (eigendecomposition: singular is fine)."""
+    lam, vec = np.linalg.eigh(cov)
+    scale = np.maximum(np.abs(lam).max(axis=-1, keepdims=True), 1e-300)
+    if np.any(lam < -1e-8 * scale):
+        raise NumericalError(f"{what} is not positive semi-definite (eigenvalue {lam.min():.3g})")
+    return vec * np.sqrt(np.maximum(lam, 0.0))[..., None, :]
+
+
+def expect_nd(F: Callable[[Sequence[Array]], Array], cov: Array, deg: int, rule: str = "hermite") -> Array:
+    """E[F(z)] for z ~ N(0, cov), cov of shape (..., D, D); F takes D arrays of shape (...)."""
+    D = cov.shape[-1]
+    L = psd_sqrt(cov)
+    t, w = nodes(deg, rule)
+    grids = np.stack(np.meshgrid(*([t] * D), indexing="ij"), axis=-1).reshape(-1, D)
+    weights = np.prod(np.stack(np.meshgrid(*([w] * D), indexing="ij"), axis=-1).reshape(-1, D), axis=-1)
+    batch = int(np.prod(cov.shape[:-2], dtype=np.int64)) or 1
+    step = max(1, CHUNK // max(batch * D, 1))
+    total = np.zeros(cov.shape[:-2])
+    for start in range(0, len(grids), step):
+        pts = grids[start:start + step]  # (P, D)
+        z = np.einsum("...ij,pj->p...i", L, pts)  # (P, ..., D)
+        vals = F([z[..., i] for i in range(D)])  # (P, ...)
+        total += np.tensordot(weights[start:start + step], vals, axes=(0, 0))
+    return total
+
+
+def expect_mc(F: Callable[[Sequence[Array]], Array], cov: Array, samples: int,
+              rng: np.random.Generator) -> tuple[Array, Array]:
+    """Monte Carlo E[F(z)], z ~ N(0, cov); returns (mean, standard error)."""
+    D = cov.shape[-1]
+    L = psd_sqrt(cov)
+    batch = int(np.prod(cov.shape[:-2], dtype=np.int64)) or 1
+    step = max(1, CHUNK // max(batch * D, 1))
+    s1 = np.zeros(cov.shape[:-2])
+    s2 = np.zeros(cov.shape[:-2])
+    done = 0
+    while done < samples:
+        m = min(step, samples - done)
+        eps = rng.standard_normal((m, D))
+        z = np.einsum("...ij,pj->p...i", L, eps)
+        vals = F([z[..., i] for i in range(D)])
+        s1 += vals.sum(axis=0)
+        s2 += (vals * vals).sum(axis=0)
+        done += m
+    mean = s1 / samples
+    var = np.maximum(s2 / samples - mean * mean, 0.0)
+    return mean, np.sqrt(var / samples)

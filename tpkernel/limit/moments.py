@@ -1,0 +1,435 @@
+r"""The Master Theorem evaluator: E[Z^u Z^v] for any two vectors of a program.
+
+Every vector u of a (forward or backward) program is, in the limit, a function of the
+jointly Gaussian *atoms* it reads through Nonlin and LinComb nodes (initial vectors and
+MatMul results).  Atom covariances follow one rule table (:meth:`Moments._atom_cov`):
+
+  Cov(Z^{Wx}, Z^{Wy}) = σ_W² E[Z^x Z^y]      (same matrix, same transpose flag)
+  Cov(Z^{Uξ_t}, Z^{Uξ'_s}) = σ_U² ⟨ξ_t, ξ'_s⟩/d
+  Cov(Z^b, Z^b) = σ_b²,   Cov(seed_k, seed'_l) = σ_v² c(k) c'(l)
+  0 between atoms of different parameters (W and Wᵀ count as different: gradient
+  independence, valid for BP-like programs).
+
+E[u v] is then computed by, in order: bilinear expansion of linear combinations;
+factorisation of products over groups of atoms that are independent (this is where
+backward vectors du ⊙ φ'(h) split into E[du du']·E[φ'(h)φ'(h')]); closed-form pair
+rules of the nonlinearity registry; Stein's lemma for E[z ψ(v)]; Gauss-Hermite
+quadrature; and, over more than four Gaussians, labelled Monte Carlo.
+
+A *context* says which examples a moment pairs up: ``(a, b, False)`` gives the
+(N_a, N_b) matrix E[u(ξ_i) v(ξ'_j)] between data sets a and b, ``(a, a, True)`` the
+vector E[u(ξ_i) v(ξ_i)].  Results are NumPy arrays (or scalars) broadcastable to the
+context's shape; all of them are memoised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import NumericalError, ProgramError
+from ..ir import Bias, Embed, LinComb, MatMul, Nonlin, Program, Seed
+from ..nonlin import Nonlinearity, mean_rule, pair_rule
+from . import gaussian
+
+Ctx = tuple[int, int, bool]
+
+
+@dataclass
+class Side:
+    """One data set: per data node an array (N, T, d) (T = 1 for plain vectors) and,
+    per readout, the pooling weights (N, K)."""
+
+    data: dict[str, np.ndarray]
+    pool: dict[str, np.ndarray]
+    n: int
+
+
+@dataclass
+class Settings:
+    quad_deg: int = 64  # nodes per dimension for 1 and 2 Gaussians
+    quad_rule: str = "trapezoid"  # rule for 1 and 2 Gaussians (see gaussian.nodes)
+    nd_deg: int = 12  # Gauss-Hermite nodes per dimension for 3 and 4 Gaussians
+    mc_samples: int = 200_000  # Monte Carlo samples beyond 4 Gaussians
+    seed: int = 0
+    error_estimate: bool = False
+
+
+@dataclass
+class Report:
+    """What the evaluator had to integrate numerically, and how well."""
+
+    quadrature: list[dict] = field(default_factory=list)
+    monte_carlo: list[dict] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line per kind of numerical integral (closed forms are not listed)."""
+        groups: dict[tuple, list] = {}
+        for q in self.quadrature:
+            groups.setdefault((q["dim"], q["rule"], q["deg"]), []).append(q)
+        lines = []
+        for (dim, rule, deg), qs in groups.items():
+            errs = [q["error"] for q in qs if q.get("error") is not None]
+            est = f"; largest error estimate {max(errs):.1e}" if errs else ""
+            lines.append(f"{len(qs)} expectation(s) over {dim} Gaussian(s) by quadrature "
+                         f"({rule}, {deg} nodes per dimension){est}")
+        for m in self.monte_carlo:
+            lines.append(f"MONTE CARLO ({m['dim']} Gaussians, {m['samples']} samples) for "
+                         f"E[{m['what']}]: standard error up to {m['se']:.2e}")
+        return "\n".join(lines) or "all expectations in closed form"
+
+
+def _lower(deg: int) -> int:
+    """The degree the error estimate compares with."""
+    return max(1, (3 * deg + 3) // 4)
+
+
+def _transpose(x):
+    return x.T if np.ndim(x) == 2 else x
+
+
+def _diagonal(x):
+    return np.diagonal(x) if np.ndim(x) == 2 else x
+
+
+class Moments:
+    """Memoised E[Z^u Z^v] and E[Z^u] over a program, for one or two data sets."""
+
+    def __init__(self, program: Program, sides: Sequence[Side], symmetric: bool,
+                 settings: Settings | None = None) -> None:
+        self.p = program
+        self.sides = list(sides)
+        self.sym = symmetric
+        self.settings = settings or Settings()
+        self.report = Report()
+        self._rng = np.random.default_rng(self.settings.seed)
+        self._cov: dict[tuple, object] = {}
+        self._mean: dict[tuple, object] = {}
+        self._atoms: dict[str, frozenset] = {}
+        self._keys: dict[str, frozenset] = {}
+        self._gauss: dict[str, bool] = {}
+        self._order = {n.name: i for i, n in enumerate(program)}
+
+    # -- shapes ----------------------------------------------------------------------
+    def shape(self, ctx: Ctx) -> tuple[int, ...]:
+        a, b, diag = ctx
+        return (self.sides[a].n,) if diag else (self.sides[a].n, self.sides[b].n)
+
+    @staticmethod
+    def on_a(x, ctx: Ctx):
+        """A per-example quantity of side a, broadcast over the context."""
+        return x if ctx[2] or np.ndim(x) == 0 else np.asarray(x)[:, None]
+
+    @staticmethod
+    def on_b(x, ctx: Ctx):
+        return x if ctx[2] or np.ndim(x) == 0 else np.asarray(x)[None, :]
+
+    # -- structure ---------------------------------------------------------------------
+    def atoms(self, u: str) -> frozenset:
+        """The Gaussian atoms u is a function of (through Nonlin and LinComb)."""
+        if u not in self._atoms:
+            node = self.p[u]
+            if node.is_gaussian_atom:
+                self._atoms[u] = frozenset([u])
+            elif isinstance(node, (Nonlin, LinComb)):
+                self._atoms[u] = frozenset().union(*(self.atoms(a) for a in node.args))
+            else:
+                raise ProgramError(f"{u!r} is not a vector")
+        return self._atoms[u]
+
+    def keys(self, u: str) -> frozenset:
+        """Which independent Gaussian families the atoms of u come from."""
+        if u not in self._keys:
+            self._keys[u] = frozenset(self._atom_key(self.p[a]) for a in self.atoms(u))
+        return self._keys[u]
+
+    @staticmethod
+    def _atom_key(node) -> tuple:
+        if isinstance(node, MatMul):
+            return ("W", node.matrix, node.transpose)
+        if isinstance(node, Embed):
+            return ("U", node.layer)
+        if isinstance(node, Seed):
+            return ("v", node.readout)
+        return ("b", node.name)
+
+    def is_gaussian(self, u: str) -> bool:
+        """u is a centred Gaussian in the limit: an atom or a LinComb of such."""
+        if u not in self._gauss:
+            node = self.p[u]
+            self._gauss[u] = node.is_gaussian_atom or (
+                isinstance(node, LinComb) and node.const == 0.0 and all(self.is_gaussian(a) for a in node.args))
+        return self._gauss[u]
+
+    def factors(self, u: str) -> list[str]:
+        node = self.p[u]
+        if isinstance(node, Nonlin) and node.fn.name == "prod":
+            return [f for a in node.args for f in self.factors(a)]
+        return [u]
+
+    def _unary(self, u: str) -> tuple[Nonlinearity | None, str] | None:
+        """(φ, g) with u = φ(g), g Gaussian (φ None: u itself is Gaussian), else None."""
+        if self.is_gaussian(u):
+            return None, u
+        node = self.p[u]
+        if isinstance(node, Nonlin) and len(node.args) == 1 and node.fn.name != "prod" \
+                and self.is_gaussian(node.args[0]):
+            return node.fn, node.args[0]
+        return None
+
+    # -- second moments --------------------------------------------------------------
+    def var(self, u: str, side: int):
+        return self.cov(u, u, (side, side, True))
+
+    def cov(self, u: str, v: str, ctx: Ctx):
+        """E[Z^u Z^v] in context ``ctx``."""
+        a, b, diag = ctx
+        if a > b:
+            return _transpose(self.cov(v, u, (b, a, diag)))
+        if a == b and self._order[u] > self._order[v]:
+            return _transpose(self.cov(v, u, ctx))
+        key = (u, v, ctx)
+        if key not in self._cov:
+            if diag and self.sym:
+                # one data set: the per-example values are the diagonal of the matrix, so that
+                # an input paired with itself is perfectly correlated to the last bit
+                self._cov[key] = _diagonal(self.cov(u, v, (a, a, False)))
+            else:
+                self._cov[key] = self._compute_cov(u, v, ctx)
+        return self._cov[key]
+
+    def _compute_cov(self, u: str, v: str, ctx: Ctx):
+        U, V = self.p[u], self.p[v]
+        if isinstance(U, LinComb):
+            out = sum(c * self.cov(x, v, ctx) for x, c in zip(U.args, U.coeffs))
+            return out + U.const * self.on_b(self.mean(v, ctx[1]), ctx) if U.const else out
+        if isinstance(V, LinComb):
+            out = sum(c * self.cov(u, y, ctx) for y, c in zip(V.args, V.coeffs))
+            return out + V.const * self.on_a(self.mean(u, ctx[0]), ctx) if V.const else out
+        if U.is_gaussian_atom and V.is_gaussian_atom:
+            return self._atom_cov(U, V, ctx)
+        return self._product(self.factors(u), self.factors(v), ctx, (u, v))
+
+    def _atom_cov(self, U, V, ctx: Ctx):
+        if type(U) is not type(V):
+            return 0.0
+        if isinstance(U, MatMul):
+            if U.matrix != V.matrix or U.transpose != V.transpose:
+                return 0.0
+            return self.p[U.matrix].std ** 2 * self.cov(U.arg, V.arg, ctx)
+        if isinstance(U, Embed):
+            if U.layer != V.layer:
+                return 0.0
+            return self.p[U.layer].std ** 2 * self.gram(U, V, ctx)
+        if isinstance(U, Bias):
+            return self.p[U.name].std ** 2 if U.name == V.name else 0.0
+        if isinstance(U, Seed):
+            if U.readout != V.readout:
+                return 0.0
+            from ..backward import readout_scale
+            std, _ = readout_scale(self.p, self.p[U.readout])
+            ca = self.sides[ctx[0]].pool[U.readout][:, U.index]
+            cb = self.sides[ctx[1]].pool[V.readout][:, V.index]
+            return std ** 2 * self.on_a(ca, ctx) * self.on_b(cb, ctx)
+        raise ProgramError(f"no covariance rule for {U.name!r} and {V.name!r}")
+
+    def gram(self, U: Embed, V: Embed, ctx: Ctx):
+        """⟨ξ_t, ξ'_s⟩ / d for the data steps the two embeddings read."""
+        a, b, diag = ctx
+        xa = self.sides[a].data[U.data][:, U.step or 0, :]
+        xb = self.sides[b].data[V.data][:, V.step or 0, :]
+        d = xa.shape[1]
+        return np.einsum("id,id->i", xa, xb) / d if diag else (xa @ xb.T) / d
+
+    # -- products and nonlinear moments ----------------------------------------------
+    def _components(self, items: list[tuple[str, int]]) -> list[list[tuple[str, int]]]:
+        """Group factors into sets whose atoms may be correlated (union-find on keys)."""
+        groups: list[tuple[set, list]] = []
+        for item in items:
+            ks = set(self.keys(item[0]))
+            merged = [g for g in groups if g[0] & ks]
+            keys, members = ks, [item]
+            for g in merged:
+                keys |= g[0]
+                members = g[1] + members
+                groups.remove(g)
+            groups.append((keys, members))
+        return [g[1] for g in groups]
+
+    def _product(self, fu: list[str], fv: list[str], ctx: Ctx, whole: tuple[str, str]):
+        """E[Π fu · Π fv'], factorised over independent groups of atoms."""
+        a, b, diag = ctx
+        items = [(f, 0) for f in fu] + [(f, 1) for f in fv]
+        out = 1.0
+        for comp in self._components(items):
+            A = [f for f, s in comp if s == 0]
+            B = [f for f, s in comp if s == 1]
+            if not B:
+                val = self.on_a(self.mean_of(A, a), ctx)
+            elif not A:
+                val = self.on_b(self.mean_of(B, b), ctx)
+            elif len(A) == 1 and len(B) == 1:
+                val = self._pair(A[0], B[0], ctx) if (A[0], B[0]) == whole else self.cov(A[0], B[0], ctx)
+            else:
+                val = self._integrate(A, B, ctx)
+            out = out * val
+        return out
+
+    def _pair(self, u: str, v: str, ctx: Ctx):
+        """E[φ(g) ψ(h)] for single (non-product) factors."""
+        fu, fv = self._unary(u), self._unary(v)
+        if fu is None or fv is None:
+            return self._integrate([u], [v], ctx)
+        (phi, g), (psi, h) = fu, fv
+        q1 = self.on_a(self.var(g, ctx[0]), ctx)
+        q2 = self.on_b(self.var(h, ctx[1]), ctx)
+        c = self.cov(g, h, ctx)
+        if phi is not None and psi is not None:
+            rule = pair_rule(phi, psi)
+            if rule is not None:
+                return rule(q1, q2, c)
+        elif phi is None and psi is None:  # pragma: no cover - atoms are handled earlier
+            return c
+        # Stein's lemma: E[z ψ(v)] = Cov(z, v) E[ψ'(v)]
+        if phi is None and psi.family.deriv is not None:
+            m = mean_rule(psi.derivative())
+            if m is not None:
+                return c * m(q2)
+        if psi is None and phi.family.deriv is not None:
+            m = mean_rule(phi.derivative())
+            if m is not None:
+                return c * m(q1)
+        f = phi if phi is not None else (lambda x: x)
+        g_ = psi if psi is not None else (lambda x: x)
+        return self._quad2(f, g_, q1, q2, c, f"{u}·{v}")
+
+    def _quad2(self, f, g, q1, q2, c, what: str):
+        deg, rule = self.settings.quad_deg, self.settings.quad_rule
+        val = gaussian.expect_2d(f, g, q1, q2, c, deg, rule)
+        err = None
+        if self.settings.error_estimate:
+            low = gaussian.expect_2d(f, g, q1, q2, c, _lower(deg), rule)
+            err = float(np.max(np.abs(val - low)))
+        self.report.quadrature.append({"dim": 2, "deg": deg, "rule": rule, "what": what, "error": err})
+        return val
+
+    # -- first moments ---------------------------------------------------------------
+    def mean(self, u: str, side: int):
+        """E[Z^u] per example of ``side`` (shape (N,) or a scalar)."""
+        key = (u, side)
+        if key not in self._mean:
+            node = self.p[u]
+            if isinstance(node, LinComb):
+                val = sum(c * self.mean(x, side) for x, c in zip(node.args, node.coeffs)) + node.const
+            elif node.is_gaussian_atom:
+                val = 0.0
+            else:
+                val = self.mean_of(self.factors(u), side)
+            self._mean[key] = val
+        return self._mean[key]
+
+    def mean_of(self, fs: list[str], side: int):
+        ctx = (side, side, True)
+        out = 1.0
+        for comp in self._components([(f, 0) for f in fs]):
+            A = [f for f, _ in comp]
+            if len(A) == 1:
+                out = out * self._mean_single(A[0], side)
+            else:
+                out = out * self._integrate(A, [], ctx)
+        return out
+
+    def _mean_single(self, u: str, side: int):
+        node = self.p[u]
+        if isinstance(node, LinComb) or node.is_gaussian_atom:
+            return self.mean(u, side)
+        form = self._unary(u)
+        if form is None:
+            return self._integrate([u], [], (side, side, True))
+        phi, g = form
+        q = self.var(g, side)
+        rule = mean_rule(phi)
+        if rule is not None:
+            return rule(q)
+        deg, rule = self.settings.quad_deg, self.settings.quad_rule
+        val = gaussian.expect_1d(phi, q, deg, rule)
+        err = None
+        if self.settings.error_estimate:
+            err = float(np.max(np.abs(val - gaussian.expect_1d(phi, q, _lower(deg), rule))))
+        self.report.quadrature.append({"dim": 1, "deg": deg, "rule": rule, "what": u, "error": err})
+        return val
+
+    # -- the general integral --------------------------------------------------------
+    def evaluate(self, u: str, values: dict[str, np.ndarray], memo: dict) -> np.ndarray:
+        """u as a function of its atoms, at the given atom values."""
+        if u in memo:
+            return memo[u]
+        node = self.p[u]
+        if node.is_gaussian_atom:
+            out = values[u]
+        elif isinstance(node, LinComb):
+            out = sum(c * self.evaluate(x, values, memo) for x, c in zip(node.args, node.coeffs)) + node.const
+        else:
+            out = node.fn(*(self.evaluate(x, values, memo) for x in node.args))
+        memo[u] = out
+        return out
+
+    def _integrate(self, A: list[str], B: list[str], ctx: Ctx):
+        """E[Π_{f∈A} f(ξ_i) · Π_{g∈B} g(ξ'_j)] over the joint Gaussian of their atoms."""
+        a, b, diag = ctx
+        atoms_a = sorted(set().union(*(self.atoms(f) for f in A)), key=self._order.get)
+        atoms_b = sorted(set().union(*(self.atoms(f) for f in B)), key=self._order.get) if B else []
+        if diag:
+            names = sorted(set(atoms_a) | set(atoms_b), key=self._order.get)
+            variables = [(x, 0) for x in names]
+        else:
+            variables = [(x, 0) for x in atoms_a] + [(x, 1) for x in atoms_b]
+        D = len(variables)
+        shape = self.shape(ctx)
+        cov = np.empty(shape + (D, D))
+        for i, (x, si) in enumerate(variables):
+            for j in range(i, D):
+                y, sj = variables[j]
+                if diag or si == sj == 0:
+                    val = self.on_a(self.cov(x, y, (a, a, True)), ctx)
+                elif si == sj == 1:
+                    val = self.on_b(self.cov(x, y, (b, b, True)), ctx)
+                elif si == 0:
+                    val = self.cov(x, y, ctx)
+                else:
+                    val = self.cov(y, x, ctx)
+                cov[..., i, j] = cov[..., j, i] = val
+        index = {v: k for k, v in enumerate(variables)}
+
+        def F(z: Sequence[np.ndarray]) -> np.ndarray:
+            va = {x: z[index[(x, 0)]] for x in atoms_a}
+            vb = {x: z[index[(x, 0 if diag else 1)]] for x in atoms_b}
+            ma: dict = {}
+            mb: dict = {}
+            out = 1.0
+            for f in A:
+                out = out * self.evaluate(f, va, ma)
+            for g in B:
+                out = out * self.evaluate(g, vb, mb)
+            return out
+
+        what = "·".join(A) + (" × " + "·".join(B) if B else "")
+        if D <= 2:
+            deg, rule = self.settings.quad_deg, self.settings.quad_rule
+        elif D <= 4:
+            deg, rule = self.settings.nd_deg, "hermite"
+        else:
+            n = self.settings.mc_samples
+            val, se = gaussian.expect_mc(F, cov, n, self._rng)
+            self.report.monte_carlo.append({"dim": D, "samples": n, "what": what, "se": float(np.max(se))})
+            return val
+        val = gaussian.expect_nd(F, cov, deg, rule)
+        err = None
+        if self.settings.error_estimate:
+            err = float(np.max(np.abs(val - gaussian.expect_nd(F, cov, _lower(deg), rule))))
+        self.report.quadrature.append({"dim": D, "deg": deg, "rule": rule, "what": what, "error": err})
+        if not np.all(np.isfinite(val)):
+            raise NumericalError(f"the expectation E[{what}] is not finite")
+        return val
