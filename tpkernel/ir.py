@@ -227,6 +227,34 @@ class Program:
         for node in nodes:
             self.add(node)
 
+    @classmethod
+    def from_nodes(cls, name: str, nodes: Iterable[Node]) -> "Program":
+        """A program from nodes in any order: sorted topologically (ties keep the given
+        order); a cycle or a reference to an undefined node is a :class:`ProgramError`."""
+        nodes = list(nodes)
+        by_name: dict[str, Node] = {}
+        for n in nodes:
+            if n.name in by_name:
+                raise ProgramError(f"duplicate node name {n.name!r}")
+            by_name[n.name] = n
+        g = nx.DiGraph()
+        g.add_nodes_from(by_name)
+        for n in nodes:
+            for ref in n.inputs:
+                if ref not in by_name:
+                    raise ProgramError(f"node {n.name!r} reads {ref!r}, which is not defined")
+                g.add_edge(ref, n.name)
+        try:
+            cycle = nx.find_cycle(g)
+        except nx.NetworkXNoCycle:
+            cycle = None
+        if cycle:
+            path = " -> ".join(u for u, _ in cycle) + f" -> {cycle[0][0]}"
+            raise ProgramError(f"program {name!r} has a cycle: {path}")
+        position = {n.name: i for i, n in enumerate(nodes)}
+        order = nx.lexicographical_topological_sort(g, key=position.__getitem__)
+        return cls(name, (by_name[k] for k in order))
+
     # -- container -----------------------------------------------------------------
     def add(self, node: Node) -> Node:
         if not isinstance(node, Node):
@@ -348,16 +376,12 @@ class Program:
     def validate(self) -> "Program":
         """Check the whole program; raise a specific error naming the node at fault.
 
-        Checks: no cycles; at least one readout; every parameter and vector is used
+        (Cycles cannot occur: :meth:`add` needs every input defined first, and
+        :meth:`from_nodes` rejects them.)  Checks: at least one readout; every parameter and vector is used
         (a dangling node is an error: it would silently not count); readout vectors are
         used only by their readout (BP-like); a matrix is not used both as W and as Wᵀ in
         the forward pass (general NETSOR⊤ is not supported yet).
         """
-        g = self.graph
-        if not nx.is_directed_acyclic_graph(g):
-            cycle = nx.find_cycle(g)
-            raise ProgramError(f"program {self.name!r} has a cycle through {cycle[0][0]!r}: "
-                               + " -> ".join(u for u, _ in cycle) + f" -> {cycle[0][0]}")
         if not self.readouts:
             raise ProgramError(f"program {self.name!r} has no readout (use program.output(x))")
         for node in self._nodes.values():
