@@ -135,14 +135,11 @@ def get(name: str, *params: float, arity: int = 1) -> Nonlinearity:
     ``get("relu")``, ``get("leaky_relu", 0.1)``; ``get("sin")`` is sin(x + 0)."""
     if name in ALIASES:
         family, fixed = ALIASES[name]
+        needed = sum(f is None for f in fixed)
+        if len(params) != needed:
+            raise ProgramError(f"nonlinearity {name!r} needs {needed} parameter(s), got {len(params)}")
         free = iter(params)
-        try:
-            full = tuple(next(free) if f is None else f for f in fixed)
-        except StopIteration:
-            raise ProgramError(f"nonlinearity {name!r} needs {sum(f is None for f in fixed)} parameter(s)") from None
-        if next(free, None) is not None:
-            raise ProgramError(f"nonlinearity {name!r} takes {sum(f is None for f in fixed)} parameter(s)")
-        return get(family, *full, arity=arity)
+        return get(family, *(next(free) if f is None else f for f in fixed), arity=arity)
     if name == "sin" and not params:
         params = (0.0,)
     try:
@@ -395,6 +392,19 @@ def _rule_abstep(p1, p2, q1, q2, c):
     return (b1 * b2 + a1 * a2) * arccos_0(q1, q2, c) + (a1 * b2 + b1 * a2) * arccos_0(q1, q2, -c)
 
 
+def _relu_step(q1, q2, c):
+    """E[relu(u) 1(v > 0)] = √q1 (1 + ρ) / (2√(2π)); 0 where q2 = 0 (step(0) = 0)."""
+    rho = np.where(q1 * q2 > 0, c / np.sqrt(np.where(q1 * q2 > 0, q1 * q2, 1.0)), 0.0)
+    return np.where(q2 > 0, np.sqrt(q1) * (1 + rho) / (2 * SQRT2PI), 0.0)
+
+
+def _rule_abrelu_abstep(p1, p2, q1, q2, c):
+    (a1, b1), (a2, b2) = p1, p2
+    # abrelu = b relu(x) - a relu(-x); abstep = b 1(x>0) + a 1(x<0) = b 1(x>0) + a 1(-x>0)
+    return (b1 * b2 * _relu_step(q1, q2, c) + b1 * a2 * _relu_step(q1, q2, -c)
+            - a1 * b2 * _relu_step(q1, q2, -c) - a1 * a2 * _relu_step(q1, q2, c))
+
+
 def _rule_erf(p1, p2, q1, q2, c):
     return (2 / np.pi) * np.arcsin(2 * c / np.sqrt((1 + 2 * q1) * (1 + 2 * q2)))
 
@@ -461,6 +471,7 @@ def _rule_cpower(p1, p2, q1, q2, c):
 PAIR_RULES: dict[tuple[str, str], Callable] = {
     ("abrelu", "abrelu"): _rule_abrelu,
     ("abstep", "abstep"): _rule_abstep,
+    ("abrelu", "abstep"): _rule_abrelu_abstep,
     ("erf", "erf"): _rule_erf,
     ("gauss", "gauss"): _rule_gauss,
     ("xgauss", "xgauss"): _rule_xgauss,

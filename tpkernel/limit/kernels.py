@@ -169,7 +169,8 @@ def _pool(program: Program, r: Readout, bound: dict, steps: dict[str, int]) -> n
 # -- assembly -----------------------------------------------------------------------
 
 def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str | None = None,
-            lengths1=None, lengths2=None, quad_deg: int = 64, quad_rule: str = "trapezoid", nd_deg: int = 12,
+            lengths1=None, lengths2=None, quad_deg: int | None = None, quad_rule: str = "trapezoid",
+            quad_tol: float = 1e-11, nd_deg: int = 12,
             mc_samples: int = 200_000, seed: int = 0, error_estimate: bool = False):
     """The limiting NNGP and NTK of ``program`` between data sets x1 and x2 (default x1).
 
@@ -178,8 +179,10 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
     ``lengths1``/``lengths2``: per-example lengths of (N, T, d) sequence data.
     ``get``: "nngp", "ntk", or a tuple of them (neural-tangents semantics: a string
     returns one array, a tuple returns a :class:`Kernels`).
-    ``quad_deg``/``quad_rule``: nodes per dimension and rule ("trapezoid" or "hermite") for
-    expectations over 1 or 2 Gaussians; ``nd_deg``: Gauss-Hermite nodes per dimension
+    ``quad_rule``/``quad_tol``/``quad_deg``: the rule ("trapezoid", "hermite") for
+    expectations over 1 or 2 Gaussians without a closed form, refined until two levels agree
+    to ``quad_tol`` (its error estimate goes to ``.report``), or with ``quad_deg`` nodes per
+    dimension fixed; ``nd_deg``: Gauss-Hermite nodes per dimension
     over 3 or 4 Gaussians; ``mc_samples``/``seed``: the Monte
     Carlo fallback; ``error_estimate``: record quadrature error estimates in ``.report``.
     """
@@ -198,7 +201,8 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
     steps = max_steps(program)
     sides = [Side({k: v[0] for k, v in b.items()}, {r.name: _pool(program, r, b, steps)},
                   next(iter(b.values()))[0].shape[0]) for b in bound]
-    settings = Settings(quad_deg, quad_rule, nd_deg, mc_samples, seed, error_estimate)
+    settings = Settings(quad_deg=quad_deg, quad_rule=quad_rule, quad_tol=quad_tol, nd_deg=nd_deg,
+                        mc_samples=mc_samples, seed=seed, error_estimate=error_estimate)
     m = Moments(prog, sides, symmetric, settings)
     ctx = (0, 0 if symmetric else 1, False)
     shape = m.shape(ctx)

@@ -49,8 +49,10 @@ class Side:
 
 @dataclass
 class Settings:
-    quad_deg: int = 64  # nodes per dimension for 1 and 2 Gaussians
+    quad_deg: int | None = None  # nodes per dimension for 1 and 2 Gaussians (None: adaptive)
     quad_rule: str = "trapezoid"  # rule for 1 and 2 Gaussians (see gaussian.nodes)
+    quad_tol: float = 1e-11  # target of the adaptive rule (relative above 1, absolute below)
+    max_deg: int = 1025  # the adaptive rule stops here and reports its error
     nd_deg: int = 12  # Gauss-Hermite nodes per dimension for 3 and 4 Gaussians
     mc_samples: int = 200_000  # Monte Carlo samples beyond 4 Gaussians
     seed: int = 0
@@ -69,12 +71,15 @@ class Report:
         groups: dict[tuple, list] = {}
         for q in self.quadrature:
             groups.setdefault((q["dim"], q["rule"], q["deg"]), []).append(q)
+        groups = dict(sorted(groups.items()))
         lines = []
         for (dim, rule, deg), qs in groups.items():
             errs = [q["error"] for q in qs if q.get("error") is not None]
             est = f"; largest error estimate {max(errs):.1e}" if errs else ""
             lines.append(f"{len(qs)} expectation(s) over {dim} Gaussian(s) by quadrature "
                          f"({rule}, {deg} nodes per dimension){est}")
+        if any(q.get("error") == float("inf") for q in self.quadrature):
+            lines.append("WARNING: some quadrature did not reach its tolerance (raise max_deg)")
         for m in self.monte_carlo:
             lines.append(f"MONTE CARLO ({m['dim']} Gaussians, {m['samples']} samples) for "
                          f"E[{m['what']}]: standard error up to {m['se']:.2e}")
@@ -303,16 +308,27 @@ class Moments:
                 return c * m(q1)
         f = phi if phi is not None else (lambda x: x)
         g_ = psi if psi is not None else (lambda x: x)
-        return self._quad2(f, g_, q1, q2, c, f"{u}·{v}")
+        if psi is not None and not psi.family.smooth and (phi is None or phi.family.smooth):
+            # put the kink in the outer variable, where the split rule resolves it
+            return self._quad2(g_, f, q2, q1, c, f"{v}·{u}", kinked=True)
+        return self._quad2(f, g_, q1, q2, c, f"{u}·{v}", kinked=phi is not None and not phi.family.smooth)
 
-    def _quad2(self, f, g, q1, q2, c, what: str):
-        deg, rule = self.settings.quad_deg, self.settings.quad_rule
-        val = gaussian.expect_2d(f, g, q1, q2, c, deg, rule)
-        err = None
-        if self.settings.error_estimate:
-            low = gaussian.expect_2d(f, g, q1, q2, c, _lower(deg), rule)
-            err = float(np.max(np.abs(val - low)))
-        self.report.quadrature.append({"dim": 2, "deg": deg, "rule": rule, "what": what, "error": err})
+    def _quad2(self, f, g, q1, q2, c, what: str, kinked: bool = False):
+        rule = self.settings.quad_rule
+        outer = "split" if kinked else rule
+        return self._quadrature(lambda deg: gaussian.expect_2d(f, g, q1, q2, c, deg, rule, outer),
+                                2, rule if not kinked else f"{rule}+split", what)
+
+    def _quadrature(self, integral: Callable[[int], np.ndarray], dim: int, rule: str, what: str):
+        """Run a 1D/2D rule: adaptive to ``quad_tol`` unless ``quad_deg`` fixes the nodes."""
+        s = self.settings
+        if s.quad_deg is None:
+            val, deg, err = gaussian.adaptive(integral, 65, s.quad_tol, s.max_deg)
+        else:
+            deg = s.quad_deg
+            val = integral(deg)
+            err = float(np.max(np.abs(val - integral(_lower(deg))))) if s.error_estimate else None
+        self.report.quadrature.append({"dim": dim, "deg": deg, "rule": rule, "what": what, "error": err})
         return val
 
     # -- first moments ---------------------------------------------------------------
@@ -353,13 +369,8 @@ class Moments:
         rule = mean_rule(phi)
         if rule is not None:
             return rule(q)
-        deg, rule = self.settings.quad_deg, self.settings.quad_rule
-        val = gaussian.expect_1d(phi, q, deg, rule)
-        err = None
-        if self.settings.error_estimate:
-            err = float(np.max(np.abs(val - gaussian.expect_1d(phi, q, _lower(deg), rule))))
-        self.report.quadrature.append({"dim": 1, "deg": deg, "rule": rule, "what": u, "error": err})
-        return val
+        rule = self.settings.quad_rule
+        return self._quadrature(lambda deg: gaussian.expect_1d(phi, q, deg, rule), 1, rule, u)
 
     # -- the general integral --------------------------------------------------------
     def evaluate(self, u: str, values: dict[str, np.ndarray], memo: dict) -> np.ndarray:
@@ -417,8 +428,12 @@ class Moments:
 
         what = "·".join(A) + (" × " + "·".join(B) if B else "")
         if D <= 2:
-            deg, rule = self.settings.quad_deg, self.settings.quad_rule
-        elif D <= 4:
+            rule = self.settings.quad_rule
+            val = self._quadrature(lambda deg: gaussian.expect_nd(F, cov, deg, rule), D, rule, what)
+            if not np.all(np.isfinite(val)):
+                raise NumericalError(f"the expectation E[{what}] is not finite")
+            return val
+        if D <= 4:
             deg, rule = self.settings.nd_deg, "hermite"
         else:
             n = self.settings.mc_samples

@@ -1,0 +1,213 @@
+"""The Master-Theorem evaluator on the paths the reference networks do not reach:
+weight sharing, correlated branches, products, Stein's lemma, quadrature and Monte Carlo."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import tpkernel as tp
+from tpkernel.nonlin import get
+
+RNG = np.random.default_rng(11)
+X = RNG.standard_normal((4, 3))
+X2 = RNG.standard_normal((3, 3))
+
+
+def gram(a, b):
+    return a @ b.T / a.shape[1]
+
+
+def test_linear_network_is_exact():
+    p = tp.Program("lin")
+    xi = p.data("xi")
+    h = p.input_layer("U", 1.3) @ xi + p.bias("b", 0.4)
+    h = 2.0 * (p.matrix("W", 0.7) @ h) - 1.0 * h
+    p.output(h, std=1.1)
+    k = tp.kernels(p, X, X2)
+    g = 1.3 ** 2 * gram(X, X2) + 0.4 ** 2
+    # E[hh'] for h = 2Wz - z with independent W: 4·0.49·g + g
+    assert np.allclose(k.nngp, 1.1 ** 2 * (4 * 0.49 * g + g), rtol=1e-14, atol=0)
+    assert k.report.summary() == "all expectations in closed form"
+
+
+def test_weight_sharing_same_matrix_same_vector():
+    """W x used twice is the same vector: E[(Wx + Wx)²] = 4 E[(Wx)²]."""
+    p = tp.Program("shared")
+    xi = p.data("xi")
+    x = tp.relu(p.input_layer("U") @ xi)
+    W = p.matrix("W", 1.5)
+    p.output(W @ x + W @ x)
+    q = tp.Program("single")
+    xi = q.data("xi")
+    q.output(2.0 * (q.matrix("W", 1.5) @ tp.relu(q.input_layer("U") @ xi)))
+    a, b = tp.kernels(p, X), tp.kernels(q, X)
+    assert np.allclose(a.nngp, b.nngp, rtol=1e-14) and np.allclose(a.ntk, b.ntk, rtol=1e-14)
+
+
+def test_correlated_branches_are_not_independent():
+    """relu(Wx) + erf(Wx) (same W, same x): the cross term E[relu(g) erf(g')] is there,
+    which neural-tangents' FanInSum would drop."""
+    p = tp.Program("branches")
+    xi = p.data("xi")
+    x = tp.relu(p.input_layer("U", 1.2) @ xi)
+    W = p.matrix("W", 1.3)
+    g = W @ x
+    p.output(tp.relu(g) + tp.erf(g))
+    k = tp.kernels(p, X, error_estimate=True)
+
+    def part(phi_list):
+        q = tp.Program("part")
+        xi = q.data("xi")
+        xx = tp.relu(q.input_layer("U", 1.2) @ xi)
+        gg = q.matrix("W", 1.3) @ xx
+        outs = [f(gg) for f in phi_list]
+        q.output(outs[0] if len(outs) == 1 else outs[0] + outs[1])
+        return tp.kernels(q, X).nngp
+
+    independent = part([tp.relu]) + part([tp.erf])
+    assert np.max(np.abs(k.nngp - independent)) > 0.1  # the cross terms matter
+    # E[relu(g) erf(g')] by the engine's quadrature against a 2D Gauss-Hermite of degree 200
+    from tpkernel.limit import gaussian
+    from tpkernel.nonlin import pair_rule
+    q = 1.3 ** 2 * (1.2 ** 2 * np.diag(gram(X, X)) / 2)
+    c = 1.3 ** 2 * pair_rule(get("relu"), get("relu"))(1.2 ** 2 * np.diag(gram(X, X))[:, None],
+                                                      1.2 ** 2 * np.diag(gram(X, X))[None, :], 1.2 ** 2 * gram(X, X))
+    cross = gaussian.expect_2d(get("relu"), get("erf"), q[:, None], q[None, :], c, 400, "trapezoid", "split")
+    assert np.allclose(k.nngp, independent + cross + cross.T, rtol=1e-11, atol=1e-12)
+
+
+def test_products_of_independent_factors_factorise_in_closed_form():
+    p = tp.Program("prod")
+    xi = p.data("xi")
+    a = p.input_layer("U1", 1.1) @ xi
+    b = tp.erf(p.input_layer("U2", 0.9) @ xi)
+    p.output(a * b)
+    k = tp.kernels(p, X, X2)
+    g = gram(X, X2)
+    ga, gb = np.diag(gram(X, X)), np.diag(gram(X2, X2))
+    erf_pair = get("erf")
+    from tpkernel.nonlin import pair_rule
+    expected = 1.1 ** 2 * g * pair_rule(erf_pair, erf_pair)(0.81 * ga[:, None], 0.81 * gb[None, :], 0.81 * g)
+    assert np.allclose(k.nngp, expected, rtol=1e-14)
+    assert k.report.quadrature == [] and k.report.monte_carlo == []
+
+
+def test_stein_lemma_gives_closed_form_for_gaussian_times_relu():
+    p = tp.Program("skip")
+    xi = p.data("xi")
+    h = p.input_layer("U", 1.0) @ xi
+    p.output(h + tp.relu(h))
+    k = tp.kernels(p, X)
+    g = gram(X, X)
+    from tpkernel.nonlin import arccos_1
+    d = np.diag(g)
+    expected = g + 2 * (g / 2) + arccos_1(d[:, None], d[None, :], g)  # E[h relu(h')] = c·E[step] = c/2
+    assert np.allclose(k.nngp, expected, rtol=1e-14)
+    assert k.report.quadrature == []
+
+
+def isserlis(cov):
+    """E[z_1 ... z_6] for z ~ N(0, cov) by summing over the 15 perfect matchings."""
+    def matchings(items):
+        if not items:
+            yield []
+            return
+        a = items[0]
+        for i in range(1, len(items)):
+            rest = items[1:i] + items[i + 1:]
+            for m in matchings(rest):
+                yield [(a, items[i])] + m
+    return sum(np.prod([cov[..., i, j] for i, j in m], axis=0) for m in matchings(list(range(6))))
+
+
+def test_monte_carlo_fallback_is_labelled_and_within_its_standard_error():
+    """A user function of three correlated Gaussians: 6 Gaussians per pair -> Monte Carlo."""
+    p = tp.Program("mc")
+    x = p.data("x", length=3)
+    U = p.input_layer("U", 1.0)
+    f = tp.nonlin(lambda a, b, c: a * b * c, U @ x[0], U @ x[1], U @ x[2], fn_name="abc",
+                  deriv=[lambda a, b, c: b * c, lambda a, b, c: a * c, lambda a, b, c: a * b])
+    p.output(f)
+    S = RNG.standard_normal((2, 3, 3))
+    k = tp.kernels(p, S, get=("nngp",), mc_samples=400_000, seed=3)
+    assert len(k.report.monte_carlo) >= 1 and "MONTE CARLO" in k.report.summary()
+    se = max(m["se"] for m in k.report.monte_carlo)
+    Z = S.reshape(-1, 3) if False else S
+    for i, j in itertools.product(range(2), range(2)):
+        steps = [Z[i, t] for t in range(3)] + [Z[j, t] for t in range(3)]
+        cov = np.array([[a @ b / 3 for b in steps] for a in steps])
+        exact = isserlis(cov)
+        assert abs(k.nngp[i, j] - exact) <= 5 * se + 1e-12
+
+
+def test_adaptive_quadrature_reaches_its_tolerance_and_says_so():
+    """Large variances (σ = 2.5 on tanh) need more nodes: the adaptive rule finds them."""
+    p = tp.examples.mlp(2, "tanh", w_std=2.5)
+    k = tp.kernels(p, X)
+    assert k.report.quadrature and all(q["error"] <= 1e-11 for q in k.report.quadrature)
+    assert max(q["deg"] for q in k.report.quadrature) > 65
+    fine = tp.kernels(p, X, quad_deg=1025, quad_rule="trapezoid")
+    assert np.max(np.abs(k.ntk - fine.ntk)) <= 1e-10 * np.max(np.abs(fine.ntk))
+    fixed = tp.kernels(p, X, quad_deg=33, error_estimate=True)
+    assert all(q["deg"] == 33 and q["error"] is not None for q in fixed.report.quadrature)
+    assert max(q["error"] for q in fixed.report.quadrature) > 1e-8  # and it admits it
+
+
+def test_means_and_constants():
+    """a·erf(h) + c: the constant enters through E[φ] (closed form), E[(aφ + c)(aφ' + c)] = a²E[φφ'] + c²."""
+    p = tp.Program("affine")
+    xi = p.data("xi")
+    h = p.input_layer("U", 1.0) @ xi
+    p.output(0.5 * tp.relu(h) + 0.3)
+    k = tp.kernels(p, X)
+    from tpkernel.nonlin import arccos_1
+    g, d = gram(X, X), np.diag(gram(X, X))
+    m = np.sqrt(d) / np.sqrt(2 * np.pi)
+    expected = 0.25 * arccos_1(d[:, None], d[None, :], g) + 0.5 * 0.3 * (m[:, None] + m[None, :]) + 0.09
+    assert np.allclose(k.nngp, expected, rtol=1e-14)
+
+
+def test_zero_input_has_a_well_defined_kernel():
+    Z = np.vstack([np.zeros(3), X[:2]])
+    with np.errstate(all="raise"):
+        for phi in ("relu", "erf", "gelu"):
+            k = tp.kernels(tp.examples.mlp(2, phi, b_std=None), Z)
+            assert np.all(np.isfinite(k.ntk)) and k.nngp[0, 0] == 0.0
+
+
+def test_get_semantics_like_neural_tangents():
+    p = tp.examples.mlp(1)
+    both = tp.kernels(p, X)
+    assert np.array_equal(tp.kernels(p, X, None, "ntk"), both.ntk)
+    only = tp.kernels(p, X, get=("nngp",))
+    assert only.ntk is None and np.array_equal(only.nngp, both.nngp)
+    with pytest.raises(ValueError):
+        tp.kernels(p, X, get="cov1")
+
+
+def test_lr_multiplier_scales_each_parameter_contribution():
+    base = tp.examples.mlp(2, "erf", b_std=None)
+    k0 = tp.kernels(base, X)
+    p = tp.Program("lr")
+    xi = p.data("xi")
+    x = tp.erf(p.input_layer("U", 1.5) @ xi)
+    x = tp.erf(p.matrix("W2", 1.5, lr=0.0) @ x)
+    p.output(x, std=1.5, lr=0.0)
+    k = tp.kernels(p, X)
+    # only U is trained: Θ = σ_U² ⟨ξ,ξ'⟩/d · E[dh dh']; lr = 0 removes W2 and v exactly
+    assert np.allclose(k.nngp, k0.nngp, rtol=1e-15)
+    # dropping trained parameters removes PSD contributions
+    assert np.linalg.eigvalsh(k0.ntk - k.ntk).min() >= -1e-12 * np.abs(k0.ntk).max()
+    assert np.linalg.eigvalsh(k.ntk).min() >= -1e-12 * np.abs(k.ntk).max()
+    q = tp.Program("lr2")
+    xi = q.data("xi")
+    x = tp.erf(q.input_layer("U", 1.5, lr=2.0) @ xi)
+    x = tp.erf(q.matrix("W2", 1.5, lr=0.0) @ x)
+    q.output(x, std=1.5, lr=0.0)
+    assert np.allclose(tp.kernels(q, X).ntk, 2 * k.ntk, rtol=1e-14)
+
+
+def test_gated_cell_factorises_into_two_dimensional_integrals():
+    k = tp.kernels(tp.examples.gated(3), tp.examples.sample_data(tp.examples.gated(3)))
+    assert k.report.monte_carlo == [] and all(q["dim"] <= 2 for q in k.report.quadrature)
