@@ -90,12 +90,13 @@ def expect_2d(f: Callable[[Array], Array], g: Callable[[Array], Array],
     s1, s2 = np.sqrt(q1), np.sqrt(q2)
     a, b = s2 * rho, s2 * np.sqrt(1 - rho * rho)
     t, w = nodes(deg, rule)
+    size = max(1, q1.size)
+    step = max(1, CHUNK // size)  # inner nodes evaluated at once: never shape × deg² in memory
+    tb = [(t[k:k + step].reshape((-1,) + (1,) * q1.ndim), w[k:k + step]) for k in range(0, len(t), step)]
     total = np.zeros(q1.shape)
     for ti, wi in zip(*nodes(deg, outer_rule or rule)):
-        inner = np.zeros(q1.shape)
         at = a * ti
-        for tj, wj in zip(t, w):
-            inner += wj * g(at + b * tj)
+        inner = sum(np.tensordot(wj, g(at + b * tj), axes=(0, 0)) for tj, wj in tb)
         total += wi * f(s1 * ti) * inner
     return total
 
