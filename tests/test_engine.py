@@ -73,7 +73,7 @@ def test_correlated_branches_are_not_independent():
     q = 1.3 ** 2 * (1.2 ** 2 * np.diag(gram(X, X)) / 2)
     c = 1.3 ** 2 * pair_rule(get("relu"), get("relu"))(1.2 ** 2 * np.diag(gram(X, X))[:, None],
                                                       1.2 ** 2 * np.diag(gram(X, X))[None, :], 1.2 ** 2 * gram(X, X))
-    cross = gaussian.expect_2d(get("relu"), get("erf"), q[:, None], q[None, :], c, 400, "trapezoid", "split")
+    cross = gaussian.expect_2d_polar(get("relu"), get("erf"), q[:, None], q[None, :], c, 96)
     assert np.allclose(k.nngp, independent + cross + cross.T, rtol=1e-11, atol=1e-12)
 
 
@@ -211,3 +211,31 @@ def test_lr_multiplier_scales_each_parameter_contribution():
 def test_gated_cell_factorises_into_two_dimensional_integrals():
     k = tp.kernels(tp.examples.gated(3), tp.examples.sample_data(tp.examples.gated(3)))
     assert k.report.monte_carlo == [] and all(q["dim"] <= 2 for q in k.report.quadrature)
+
+
+def test_kinked_compositions_use_the_polar_rule_to_full_precision():
+    """erf(relu(h)) on both sides: kinks at u = 0 and v = 0; the polar rule integrates each
+    sector separately.  Reference: nested adaptive scipy quadrature split at the kinks."""
+    import math
+    from scipy import integrate, special
+    p = tp.Program("kinks")
+    xi = p.data("xi")
+    h = p.input_layer("U", 1.2) @ xi
+    p.output(tp.erf(tp.relu(h)))
+    x = np.array([[1.0, 0.5, -0.3], [0.2, -1.1, 0.7]])
+    k = tp.kernels(p, x, get=("nngp",))
+    assert [q["rule"] for q in k.report.quadrature] == ["polar"]
+    g = 1.44 * gram(x, x)
+    q1, q2, c = g[0, 0], g[1, 1], g[0, 1]
+    rho = c / math.sqrt(q1 * q2)
+    tau = math.sqrt(q2 * (1 - rho * rho))
+    F = lambda t: math.erf(max(t, 0.0))  # noqa: E731
+
+    def inner(u):  # E[F(v) | u]: only v > 0 contributes
+        m = math.sqrt(q2 / q1) * rho * u
+        w = lambda v: F(v) * math.exp(-(v - m) ** 2 / (2 * tau * tau)) / math.sqrt(2 * math.pi * tau * tau)  # noqa
+        return integrate.quad(w, 0.0, m + 40 * tau if m > 0 else 40 * tau, epsabs=1e-15, limit=200)[0]
+
+    ref = integrate.quad(lambda u: F(u) * inner(u) * math.exp(-u * u / (2 * q1)) / math.sqrt(2 * math.pi * q1),
+                         0.0, 40 * math.sqrt(q1), epsabs=1e-15, limit=200)[0]
+    assert abs(k.nngp[0, 1] - ref) <= 1e-11

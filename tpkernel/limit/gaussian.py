@@ -28,7 +28,7 @@ CHUNK = 4_000_000
 
 #: the trapezoid rule's half-width: the N(0, 1) density is below 1e-17 beyond it
 TRAPEZOID_HALF_WIDTH = float(np.sqrt(2 * np.log(1e17)))
-RULES = ("hermite", "trapezoid", "split")
+RULES = ("hermite", "trapezoid")
 
 
 @lru_cache(maxsize=None)
@@ -39,9 +39,6 @@ def nodes(deg: int, rule: str = "hermite") -> tuple[Array, Array]:
     ``trapezoid``: ``deg`` equispaced nodes on ±8.87 with weights h·φ(t); for analytic
     integrands with poles near the real axis (tanh, sigmoid) it converges much faster
     than Gauss-Hermite (geometrically in deg rather than in √deg).
-    ``split``: Gauss-Legendre on [-8.87, 0] and [0, 8.87] (deg/2 nodes each) with weights
-    times φ(t): for integrands with a kink at 0 (relu, step), which neither of the others
-    resolves beyond algebraic accuracy.
     """
     if not isinstance(deg, (int, np.integer)) or deg < 1:
         raise NumericalError(f"quadrature degree must be an integer >= 1, got {deg!r}")
@@ -53,12 +50,6 @@ def nodes(deg: int, rule: str = "hermite") -> tuple[Array, Array]:
             return np.zeros(1), np.ones(1)
         t = np.linspace(-TRAPEZOID_HALF_WIDTH, TRAPEZOID_HALF_WIDTH, deg)
         w = (t[1] - t[0]) * np.exp(-t * t / 2) / np.sqrt(2 * np.pi)
-        return t, w
-    if rule == "split":
-        x, v = np.polynomial.legendre.leggauss(max(1, deg // 2))
-        half = TRAPEZOID_HALF_WIDTH / 2
-        t = np.concatenate([half * (x - 1), half * (x + 1)])
-        w = np.concatenate([v, v]) * half * np.exp(-t * t / 2) / np.sqrt(2 * np.pi)
         return t, w
     raise NumericalError(f"unknown quadrature rule {rule!r}; choose from {RULES}")
 
@@ -81,10 +72,8 @@ def correlation(q1: Array, q2: Array, c: Array) -> Array:
 
 
 def expect_2d(f: Callable[[Array], Array], g: Callable[[Array], Array],
-              q1: Array, q2: Array, c: Array, deg: int, rule: str = "hermite",
-              outer_rule: str | None = None) -> Array:
-    """E[f(u) g(v)] with u = √q1 t1, v = √q2 (ρ t1 + √(1-ρ²) t2); ``outer_rule`` (default
-    ``rule``) integrates t1, e.g. "split" when f has a kink at 0."""
+              q1: Array, q2: Array, c: Array, deg: int, rule: str = "hermite") -> Array:
+    """E[f(u) g(v)] with u = √q1 t1, v = √q2 (ρ t1 + √(1-ρ²) t2)."""
     q1, q2, c = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (q1, q2, c)))
     rho = correlation(q1, q2, c)
     s1, s2 = np.sqrt(q1), np.sqrt(q2)
@@ -94,10 +83,46 @@ def expect_2d(f: Callable[[Array], Array], g: Callable[[Array], Array],
     step = max(1, CHUNK // size)  # inner nodes evaluated at once: never shape × deg² in memory
     tb = [(t[k:k + step].reshape((-1,) + (1,) * q1.ndim), w[k:k + step]) for k in range(0, len(t), step)]
     total = np.zeros(q1.shape)
-    for ti, wi in zip(*nodes(deg, outer_rule or rule)):
+    for ti, wi in zip(t, w):
         at = a * ti
         inner = sum(np.tensordot(wj, g(at + b * tj), axes=(0, 0)) for tj, wj in tb)
         total += wi * f(s1 * ti) * inner
+    return total
+
+
+def expect_2d_polar(f: Callable[[Array], Array], g: Callable[[Array], Array],
+                    q1: Array, q2: Array, c: Array, deg: int) -> Array:
+    """E[f(u) g(v)] for f, g with kinks at 0 (relu, step and compositions of them).
+
+    In standard coordinates (t1, t2), u = √q1 t1 and v = √q2 (ρ t1 + √(1-ρ²) t2) change sign
+    on two lines through the origin; in polar coordinates these are four rays, so the
+    integrand is smooth on each of the four sectors between them.  Each sector gets
+    ``deg`` Gauss-Legendre nodes in the angle, the radius ``deg`` Gauss-Legendre nodes on
+    [0, 8.87] with weight r·exp(-r²/2)/(2π): geometric convergence on both sides of a kink,
+    where the other rules converge algebraically.
+    """
+    q1, q2, c = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (q1, q2, c)))
+    rho = correlation(q1, q2, c)
+    s1, s2, sr = np.sqrt(q1), np.sqrt(q2), np.sqrt(1 - rho * rho)
+    two_pi = 2 * np.pi
+    # the rays: u = 0 at ±π/2; v = 0 where ρ cos φ + √(1-ρ²) sin φ = 0
+    kink = np.arctan2(-rho, sr)
+    bounds = np.sort(np.stack([np.full(q1.shape, np.pi / 2), np.full(q1.shape, 3 * np.pi / 2),
+                               np.mod(kink, two_pi), np.mod(kink + np.pi, two_pi)], axis=-1), axis=-1)
+    bounds = np.concatenate([bounds, bounds[..., :1] + two_pi], axis=-1)  # close the circle
+    x, w = np.polynomial.legendre.leggauss(deg)
+    r = TRAPEZOID_HALF_WIDTH / 2 * (x + 1)
+    wr = w * TRAPEZOID_HALF_WIDTH / 2 * r * np.exp(-r * r / 2) / two_pi
+    total = np.zeros(q1.shape)
+    for k in range(4):
+        lo, hi = bounds[..., k], bounds[..., k + 1]
+        half = (hi - lo) / 2
+        for xj, wj in zip(x, w):
+            phi = lo + half * (xj + 1)
+            cos, sin = np.cos(phi), np.sin(phi)
+            u_dir, v_dir = s1 * cos, s2 * (rho * cos + sr * sin)
+            radial = sum(wri * f(ri * u_dir) * g(ri * v_dir) for ri, wri in zip(r, wr))
+            total += wj * half * radial
     return total
 
 

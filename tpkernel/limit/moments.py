@@ -115,6 +115,7 @@ class Moments:
         self._atoms: dict[str, frozenset] = {}
         self._keys: dict[str, frozenset] = {}
         self._gauss: dict[str, bool] = {}
+        self._leaves: dict[str, frozenset] = {}
         self._order = {n.name: i for i, n in enumerate(program)}
 
     # -- shapes ----------------------------------------------------------------------
@@ -308,22 +309,23 @@ class Moments:
                 return c * m(q1)
         f = phi if phi is not None else (lambda x: x)
         g_ = psi if psi is not None else (lambda x: x)
-        if psi is not None and not psi.family.smooth and (phi is None or phi.family.smooth):
-            # put the kink in the outer variable, where the split rule resolves it
-            return self._quad2(g_, f, q2, q1, c, f"{v}·{u}", kinked=True)
-        return self._quad2(f, g_, q1, q2, c, f"{u}·{v}", kinked=phi is not None and not phi.family.smooth)
+        kinked = any(fn is not None and not fn.family.smooth for fn in (phi, psi))
+        return self._quad2(f, g_, q1, q2, c, f"{u}·{v}", kinked=kinked)
 
     def _quad2(self, f, g, q1, q2, c, what: str, kinked: bool = False):
+        """E[f(u) g(v)]: the polar rule when a kink at 0 is involved, else ``quad_rule``."""
+        if kinked:
+            return self._quadrature(lambda deg: gaussian.expect_2d_polar(f, g, q1, q2, c, deg),
+                                    2, "polar", what, start=17)
         rule = self.settings.quad_rule
-        outer = "split" if kinked else rule
-        return self._quadrature(lambda deg: gaussian.expect_2d(f, g, q1, q2, c, deg, rule, outer),
-                                2, rule if not kinked else f"{rule}+split", what)
+        return self._quadrature(lambda deg: gaussian.expect_2d(f, g, q1, q2, c, deg, rule), 2, rule, what)
 
-    def _quadrature(self, integral: Callable[[int], np.ndarray], dim: int, rule: str, what: str):
+    def _quadrature(self, integral: Callable[[int], np.ndarray], dim: int, rule: str, what: str,
+                    start: int = 65):
         """Run a 1D/2D rule: adaptive to ``quad_tol`` unless ``quad_deg`` fixes the nodes."""
         s = self.settings
         if s.quad_deg is None:
-            val, deg, err = gaussian.adaptive(integral, 65, s.quad_tol, s.max_deg)
+            val, deg, err = gaussian.adaptive(integral, start, s.quad_tol, s.max_deg)
         else:
             deg = s.quad_deg
             val = integral(deg)
@@ -373,10 +375,32 @@ class Moments:
         return self._quadrature(lambda deg: gaussian.expect_1d(phi, q, deg, rule), 1, rule, u)
 
     # -- the general integral --------------------------------------------------------
+    def leaves(self, u: str) -> frozenset:
+        """The maximal Gaussian nodes u is a function of: u itself if it is Gaussian, else
+        the leaves of its arguments.  Integrating over leaves rather than atoms keeps
+        φ(Wx + b) one-dimensional."""
+        if u not in self._leaves:
+            node = self.p[u]
+            if self.is_gaussian(u):
+                self._leaves[u] = frozenset([u])
+            else:
+                self._leaves[u] = frozenset().union(*(self.leaves(a) for a in node.args))
+        return self._leaves[u]
+
+    def kinked(self, u: str) -> bool:
+        """u is computed through a non-smooth nonlinearity (relu, step...) of its leaves."""
+        if self.is_gaussian(u):
+            return False
+        node = self.p[u]
+        own = isinstance(node, Nonlin) and not node.fn.family.smooth
+        return own or any(self.kinked(a) for a in node.args)
+
     def evaluate(self, u: str, values: dict[str, np.ndarray], memo: dict) -> np.ndarray:
-        """u as a function of its atoms, at the given atom values."""
+        """u as a function of its Gaussian leaves (or atoms), at the given values."""
         if u in memo:
             return memo[u]
+        if u in values:
+            return values[u]
         node = self.p[u]
         if node.is_gaussian_atom:
             out = values[u]
@@ -388,10 +412,27 @@ class Moments:
         return out
 
     def _integrate(self, A: list[str], B: list[str], ctx: Ctx):
-        """E[Π_{f∈A} f(ξ_i) · Π_{g∈B} g(ξ'_j)] over the joint Gaussian of their atoms."""
+        """E[Π_{f∈A} f(ξ_i) · Π_{g∈B} g(ξ'_j)] over the joint Gaussian of their leaves."""
         a, b, diag = ctx
-        atoms_a = sorted(set().union(*(self.atoms(f) for f in A)), key=self._order.get)
-        atoms_b = sorted(set().union(*(self.atoms(f) for f in B)), key=self._order.get) if B else []
+        atoms_a = sorted(set().union(*(self.leaves(f) for f in A)), key=self._order.get)
+        atoms_b = sorted(set().union(*(self.leaves(f) for f in B)), key=self._order.get) if B else []
+        what = "·".join(A) + (" × " + "·".join(B) if B else "")
+        if not diag and len(atoms_a) == 1 and len(atoms_b) == 1:
+            # one Gaussian per side: a univariate pair (E[F(u) G(v)] with composite F, G)
+            (g,), (h,) = atoms_a, atoms_b
+
+            def fa(z):
+                memo: dict = {}
+                return np.prod([self.evaluate(f, {g: z}, memo) for f in A], axis=0)
+
+            def fb(z):
+                memo: dict = {}
+                return np.prod([self.evaluate(f, {h: z}, memo) for f in B], axis=0)
+
+            q1 = self.on_a(self.var(g, a), ctx)
+            q2 = self.on_b(self.var(h, b), ctx)
+            c = self.cov(g, h, ctx)
+            return self._quad2(fa, fb, q1, q2, c, what, kinked=any(self.kinked(f) for f in A + B))
         if diag:
             names = sorted(set(atoms_a) | set(atoms_b), key=self._order.get)
             variables = [(x, 0) for x in names]
@@ -426,7 +467,6 @@ class Moments:
                 out = out * self.evaluate(g, vb, mb)
             return out
 
-        what = "·".join(A) + (" × " + "·".join(B) if B else "")
         if D <= 2:
             rule = self.settings.quad_rule
             val = self._quadrature(lambda deg: gaussian.expect_nd(F, cov, deg, rule), D, rule, what)
