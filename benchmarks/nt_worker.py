@@ -4,8 +4,12 @@ Reads one JSON job per line on stdin and answers one JSON line on stdout:
   {"op": "fc", "act": "relu"|"erf", "n": N, "depth": L, "dtype": "float64"|"float32"}
       -> {"first": seconds of the first call (compilation included), "time": one timed call}
   {"op": "tanh", "n": N, "depth": L, "deg": 25}  (ElementwiseNumerical)
+  {"op": "tanh", ..., "arrays": true} also returns the kernels (for the accuracy calibration)
+  {"op": "info"} -> versions
 Each job after the first with the same key reuses the compiled kernel function, so the
-runner can alternate tpkernel and neural-tangents calls one by one.
+runner can alternate tpkernel and neural-tangents calls one by one.  Inputs are
+``np.random.default_rng(seed).standard_normal((n, d))`` (seed 0, d = 784 unless given), as
+in the runner.
 It does not import tpkernel.
 """
 
@@ -41,8 +45,13 @@ def network(job):
 def main():
     for line in sys.stdin:
         job = json.loads(line)
-        key = json.dumps({k: job[k] for k in sorted(job) if k != "rep"})
-        x = np.random.default_rng(0).standard_normal((job["n"], 784)).astype(job.get("dtype", "float64"))
+        if job.get("op") == "info":
+            import neural_tangents
+            print(json.dumps({"jax": jax.__version__, "nt": neural_tangents.__version__}), flush=True)
+            continue
+        key = json.dumps({k: job[k] for k in sorted(job) if k not in ("rep", "arrays")})
+        x = np.random.default_rng(job.get("seed", 0)).standard_normal((job["n"], job.get("d", 784)))
+        x = x.astype(job.get("dtype", "float64"))
         out = {}
         if key not in CACHE:
             CACHE[key] = network(job)
@@ -55,6 +64,9 @@ def main():
         jax.block_until_ready(k)
         out["time"] = time.perf_counter() - t
         out["ntk00"] = float(k[1][0, 1])
+        if job.get("arrays"):
+            out["nngp"] = np.asarray(k[0]).tolist()
+            out["ntk"] = np.asarray(k[1]).tolist()
         print(json.dumps(out), flush=True)
 
 

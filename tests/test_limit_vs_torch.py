@@ -11,16 +11,23 @@ no code with ``tpkernel.limit`` or ``tpkernel.backward``.
 
 By the Master Theorem both empirical kernels converge to ``tp.kernels(p, X)`` with
 fluctuations of order n^(-1/2) (and a bias of order 1/n).  The average over S
-independent seeds therefore differs from the limit by about c/√(nS), where c is the
-per-network relative fluctuation times √n.  Measured at n = 1024 over 32 seeds, c is
-between 1.1 and 4.0 for every program below (NNGP and NTK), and the 1/n bias is below
-the noise (mean-of-32 errors ≤ 0.018 ≈ c/√(32n)).  The tolerance
+independent seeds therefore differs from the limit by about c/√(nS) (root mean square),
+where c = √n × the root-mean-square relative error of one network.  Measured (outside
+the test, over 128-256 seeds at n = 256, 512 and 32 seeds at n = 1024) c lies between
+1.1 and 4.3 for every program of ``CASES`` and between 0.7 and 3.5 for ``ZOO`` (NNGP
+and NTK alike), and the 1/n bias is not detectable: with 256 seeds at n = 256 every
+program's averaged error is within 1.6 standard errors of the limit.  The tolerance
 
-  TOL_C / √(nS) with TOL_C = 10
+  TOL_C / √(nS),  TOL_C = 10
 
-is thus at least 2.5× the root-mean-square error of the average for every program
-(≥ 5× for most), while a wrong limit (e.g. untied weights, independent branches) is
-off by far more: see the ``*_discriminates`` tests.
+is therefore at least 2.3× the root-mean-square error of the average for every program
+(≥ 4× for most), while a wrong limit (independent branches, independent product
+factors) is off by far more: see the ``*_discriminate*`` tests.
+
+Widths: n = 1024 with S = 16 seeds (tolerance 0.078) for programs with n×n matrices,
+n = 8192 with S = 16 (tolerance 0.028) for the one-hidden-layer nonlinearity zoo, and
+n = 32768 with S = 32 (tolerance 0.0098; c ≈ 2) for the two-argument user nonlinearity,
+whose default-settings limit is off by 2-3% (a tpkernel quadrature bug, marked xfail).
 """
 
 from __future__ import annotations
@@ -34,8 +41,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import tpkernel as tp  # noqa: E402
-from torch_interpreter import FiniteNet, empirical_kernels, torch_nonlin  # noqa: E402
+from torch_interpreter import FiniteNet, empirical_kernels, torch_nonlin
+
+import tpkernel as tp
 
 pytestmark = pytest.mark.torch
 
@@ -154,7 +162,7 @@ CASES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def measured(case: str, n: int = WIDTH, seeds: tuple = SEEDS):
     """(limit Kernels, empirical NNGPs (S, N, N), empirical NTKs (S, N, N), seconds)."""
     make_program, make_data = CASES[case]
@@ -189,27 +197,125 @@ def test_limit_matches_finite_width(case):
 # the test has power: wrong limits are rejected
 # ---------------------------------------------------------------------------------
 
-def test_shared_matrix_discriminates():
-    """Weight sharing changes the NTK (cross terms between the two uses of W): the
-    finite-width kernel of the tied network must be far from the untied limit."""
+def test_shared_matrix_depth_sharing():
+    """relu(W relu(W x1)): in the limit the two uses of W add no cross term to the NTK
+    (E[dy2 dy3'] = 0: dy2 carries one more Wᵀ than dy3, and E[v] = 0), so the tied limit
+    equals the untied one; the finite tied network agrees with that common value."""
     K, _, ntks, _ = measured("a-shared-matrix")
-    X = vectors()
-    wrong = tp.kernels(shared_matrix(tied=False), X)
-    e_right = rel_err(ntks.mean(0), K.ntk)
-    e_wrong = rel_err(ntks.mean(0), wrong.ntk)
-    print(f"shared W: NTK err vs tied limit {e_right:.4f}, vs untied limit {e_wrong:.4f}")
-    assert e_right < tolerance() < e_wrong / 3
+    untied = tp.kernels(shared_matrix(tied=False), vectors())
+    np.testing.assert_allclose(K.nngp, untied.nngp, rtol=1e-12)
+    np.testing.assert_allclose(K.ntk, untied.ntk, rtol=1e-12)
+    assert rel_err(ntks.mean(0), untied.ntk) < tolerance()
 
 
 def test_correlated_branches_discriminate():
     """relu(W x) + erf(W x): treating the two branches as independent drops their
     cross-covariance; the finite network must be far from that wrong limit."""
-    K, nngps, ntks, _ = measured("b-correlated-branches")
+    _, nngps, ntks, _ = measured("b-correlated-branches")
     X = vectors()
     wrong = tp.kernels(correlated_branches(shared=False), X)
     e_wrong = [rel_err(nngps.mean(0), wrong.nngp), rel_err(ntks.mean(0), wrong.ntk)]
     print(f"branches: errors vs independent-branch limit NNGP {e_wrong[0]:.4f}, NTK {e_wrong[1]:.4f}")
     assert min(e_wrong) > 3 * tolerance()
+
+
+def test_correlated_product_discriminates():
+    """x1 ⊙ relu(x1): the finite network must be far from the limit of x1 ⊙ relu(x1b)
+    with x1b an independent copy of x1 (what a wrong factorisation would compute)."""
+    _, nngps, _, _ = measured("c-correlated-product")
+    p = tp.Program("indep_product")
+    xi = p.data("xi")
+    x1 = p.input_layer("U", std=1.0) @ xi + p.bias("b", std=0.1)
+    x1b = p.input_layer("U2", std=1.0) @ xi + p.bias("b2", std=0.1)
+    p.output(tp.erf(p.matrix("W", std=1.2) @ (x1 * tp.relu(x1b))), std=1.0, b_std=0.1)
+    wrong = tp.kernels(p, vectors(), get="nngp")
+    e_wrong = rel_err(nngps.mean(0), wrong)
+    print(f"product: NNGP error vs independent-factor limit {e_wrong:.4f}")
+    assert e_wrong > 3 * tolerance()
+
+
+# ---------------------------------------------------------------------------------
+# every built-in nonlinearity, one hidden layer (cheap: no n×n matrix, so n is large)
+# ---------------------------------------------------------------------------------
+
+ZOO_WIDTH = 8192
+ZOO_SEEDS = tuple(range(16))
+
+
+def _one_layer(phi, w_std: float = 1.5):
+    return lambda: tp.examples.mlp(1, phi, w_std=w_std, b_std=0.1)
+
+
+ZOO = {
+    "relu": _one_layer("relu"),
+    "abrelu(-0.3,1.2)": _one_layer(lambda h, name=None: tp.abrelu(h, -0.3, 1.2, name=name)),
+    "abs": _one_layer("abs"),
+    "erf": _one_layer("erf"),
+    "tanh": _one_layer("tanh"),
+    "gelu": _one_layer("gelu"),
+    "sin": _one_layer("sin"),
+    "cos": _one_layer("cos"),
+    "exp": _one_layer("exp", w_std=0.5),  # heavy tails: keep the pre-activation variance small
+    "sigmoid": _one_layer("sigmoid"),
+    "softplus": _one_layer("softplus"),
+    "swish": _one_layer("swish"),
+    "gaussian(1,-0.5)": _one_layer(lambda h, name=None: tp.gaussian(h, 1.0, -0.5, name=name)),
+    "power(2)": _one_layer(lambda h, name=None: tp.power(h, 2, name=name)),
+}
+
+
+@pytest.mark.parametrize("phi", list(ZOO))
+def test_one_hidden_layer_nonlinearities(phi):
+    """x = φ(Uξ + b), f = vᵀx/√n + β_o for each built-in φ: the NNGP checks the pair rule
+    E[φφ'] (or its quadrature), the NTK also E[φ'φ'] (the registered derivative)."""
+    p, X = ZOO[phi](), vectors()
+    K = tp.kernels(p, X)
+    nngps, ntks = empirical_kernels(p, X, ZOO_WIDTH, ZOO_SEEDS)
+    tol = tolerance(ZOO_WIDTH, ZOO_SEEDS)
+    e_nngp, e_ntk = rel_err(nngps.mean(0), K.nngp), rel_err(ntks.mean(0), K.ntk)
+    msg = f"{phi}: n={ZOO_WIDTH}: NNGP err {e_nngp:.4f}, NTK err {e_ntk:.4f}, tol {tol:.4f}"
+    print(msg)
+    assert e_nngp < tol and e_ntk < tol, msg
+
+
+# ---------------------------------------------------------------------------------
+# a two-argument user nonlinearity: expectations over 3-4 Gaussians
+# ---------------------------------------------------------------------------------
+
+def two_argument_user() -> tp.Program:
+    """φ(h, g) = h·tanh(g) of two independent Gaussian vectors h = Uξ, g = Vξ.  Its NNGP
+    needs E[h h' tanh(g) tanh(g')], an expectation over four Gaussians (tensor Gauss-Hermite
+    with ``nd_deg`` nodes per dimension in tpkernel)."""
+    p = tp.Program("two_arg")
+    xi = p.data("xi")
+    h = p.input_layer("U", std=1.0) @ xi
+    g = p.input_layer("V", std=1.0) @ xi
+    p.output(tp.nonlin(lambda x, y: x * np.tanh(y), h, g, fn_name="xtanh"), b_std=0.1)
+    return p
+
+
+USER_FNS["xtanh"] = lambda x, y: x * torch.tanh(y)
+TWO_ARG_WIDTH = 32768  # no n×n matrix: wide networks are cheap
+TWO_ARG_SEEDS = tuple(range(32))
+
+
+@pytest.mark.parametrize("nd_deg", [None, 30], ids=["default-adaptive", "nd_deg=30"])
+def test_two_argument_user_nonlinearity(nd_deg):
+    """h·tanh(g) at n = 32768 over 32 seeds (tolerance 0.0098): the limit must agree.
+
+    (A fixed 12-node Gauss-Hermite rule over the 4 Gaussians was 2-3% off here, silently; the
+    default is now an adaptive rule whose error estimate is reported, with a warning when it
+    does not reach the tolerance.)"""
+    p, X = two_argument_user(), vectors()
+    K = tp.kernels(p, X) if nd_deg is None else tp.kernels(p, X, nd_deg=nd_deg)
+    if nd_deg is None:
+        assert all(q["error"] is not None for q in K.report.quadrature)
+    nngps, ntks = empirical_kernels(p, X, TWO_ARG_WIDTH, TWO_ARG_SEEDS, USER_FNS)
+    tol = tolerance(TWO_ARG_WIDTH, TWO_ARG_SEEDS)
+    e_nngp, e_ntk = rel_err(nngps.mean(0), K.nngp), rel_err(ntks.mean(0), K.ntk)
+    msg = f"h*tanh(g), nd_deg={nd_deg}: NNGP err {e_nngp:.4f}, NTK err {e_ntk:.4f}, tol {tol:.4f}"
+    print(msg)
+    assert e_nngp < tol and e_ntk < tol, msg
 
 
 # ---------------------------------------------------------------------------------
@@ -241,13 +347,13 @@ def test_torch_user_and_prod_nonlinearities():
 
 
 def test_interpreter_ntk_is_jacobian_gram():
-    """At small width, the interpreter's NTK (one autograd.grad per output) equals J Jᵀ
-    with J from torch.func.jacrev over all parameters."""
+    """At small width, the interpreter's NTK (a batched autograd.grad) equals J Jᵀ with J
+    the full Jacobian from torch.func.jacrev over all parameters."""
     p, X = tp.examples.rnn(3, "erf", "last", b_std=0.2), sequences((3, 1, 2))
     net = FiniteNet(p, X, 16, torch.Generator().manual_seed(3))
     jac = torch.func.jacrev(lambda P: net.forward(P)[0])(dict(net.params))
     J = torch.cat([j.reshape(len(X), -1) for j in jac.values()], dim=1)
-    assert set(net.params) == {"U", "W", "b", "__v", "__bo"}
+    assert set(net.params) == {"U", "W", "b", "__v"}  # U, W, b and the readout v
     np.testing.assert_allclose(net.ntk(), (J @ J.T).numpy(), rtol=1e-12)
 
 
@@ -281,7 +387,7 @@ def test_convergence_rate_mlp_relu():
     p, X = tp.examples.mlp(2, "relu"), vectors()
     K = tp.kernels(p, X)
     widths = (256, 1024, 4096)
-    seeds = {256: range(100, 164), 1024: range(200, 248), 4096: range(300, 316)}
+    seeds = {256: range(100, 228), 1024: range(300, 364), 4096: range(500, 524)}
     errs = {"nngp": [], "ntk": []}
     for n in widths:
         nngps, ntks = empirical_kernels(p, X, n, seeds[n])

@@ -21,7 +21,7 @@ per example, so one forward pass computes f(ξ_1), …, f(ξ_N).
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -97,8 +97,9 @@ def _as_padded(x, length: int | None) -> tuple[np.ndarray, np.ndarray]:
     return arr, np.full(arr.shape[0], length)
 
 
-def bind(program, X) -> tuple[dict[str, torch.Tensor], np.ndarray, int]:
-    """Data tensors by data-node name, the sequence lengths (N,), and N."""
+def bind(program, X) -> tuple[dict[str, torch.Tensor], np.ndarray | None, int]:
+    """Data tensors by data-node name, the sequence lengths (N,) (None without sequence
+    data), and N."""
     datas = [n for n in program.nodes if isinstance(n, Data)]
     xs = dict(X) if isinstance(X, Mapping) else {datas[0].name: X}
     assert set(xs) == {d.name for d in datas}
@@ -110,14 +111,15 @@ def bind(program, X) -> tuple[dict[str, torch.Tensor], np.ndarray, int]:
             assert lens is None, "one sequence data node only"
             lens = ls
     N = next(iter(out.values())).shape[0]
-    if lens is None:
-        lens = np.ones(N, dtype=int)
     return out, lens, N
 
 
-def pool_weights(r: Readout, lens: np.ndarray, N: int) -> torch.Tensor:
-    """(N, K) weights of the K readout arguments for each example."""
+def pool_weights(r: Readout, lens: np.ndarray | None, N: int) -> torch.Tensor:
+    """(N, K) weights of the K readout arguments for each example (an example of length
+    L reads its own step L-1, or averages its steps 0..L-1; no sequence data: L = K)."""
     K = len(r.args)
+    if lens is None:
+        lens = np.full(N, K)
     c = np.zeros((N, K))
     if r.pool is None:
         c[:, 0] = 1.0
@@ -218,40 +220,47 @@ class FiniteNet:
         return f, pooled
 
     # -- empirical kernels -----------------------------------------------------------
-    def nngp(self) -> np.ndarray:
+    def _nngp_from(self, pooled: torch.Tensor) -> np.ndarray:
         r = self.r
-        with torch.no_grad():
-            _, pooled = self.forward()
         std_v = r.std if r.vector is None else self.std[r.vector]
         K = std_v ** 2 * pooled @ pooled.T / self.n
         if r.b_std is not None:
             K = K + r.b_std ** 2
         return K.numpy()
 
-    def ntk(self) -> np.ndarray:
-        """Σ_p lr_p J_p J_pᵀ, J_p = ∂f/∂p by reverse-mode autodiff, one output at a time."""
+    def nngp(self) -> np.ndarray:
+        """σ_v² x̄ x̄ᵀ / n (+ σ_o²), x̄ the pooled readout input (N, n)."""
+        with torch.no_grad():
+            _, pooled = self.forward()
+        return self._nngp_from(pooled)
+
+    def kernels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(NNGP, NTK) from one forward pass.  NTK = Σ_p lr_p J_p J_pᵀ with J_p = ∂f/∂p
+        (N × size of p) by reverse-mode autodiff: one backward pass per output, batched
+        (``is_grads_batched``) over the N outputs."""
         names = list(self.params)
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in self.params.items()}
-        f, _ = self.forward(leaves)
-        rows = {k: [] for k in names}
-        for i in range(self.N):
-            grads = torch.autograd.grad(f[i], [leaves[k] for k in names], retain_graph=i < self.N - 1,
-                                        allow_unused=True)
-            for k, g in zip(names, grads):
-                rows[k].append(torch.zeros_like(leaves[k]).reshape(-1) if g is None else g.reshape(-1))
+        f, pooled = self.forward(leaves)
+        eye = torch.eye(self.N, dtype=DTYPE)
+        grads = torch.autograd.grad(f, [leaves[k] for k in names], grad_outputs=eye,
+                                    is_grads_batched=True, allow_unused=True)
         K = torch.zeros((self.N, self.N), dtype=DTYPE)
-        for k in names:
-            J = torch.stack(rows[k])  # (N, size of p)
-            K += self.lr[k] * J @ J.T
-        return K.numpy()
+        for k, g in zip(names, grads):
+            if g is not None:
+                J = g.reshape(self.N, -1)  # row i: ∂f(ξ_i)/∂p
+                K += self.lr[k] * J @ J.T
+        return self._nngp_from(pooled.detach()), K.numpy()
+
+    def ntk(self) -> np.ndarray:
+        return self.kernels()[1]
 
 
 def empirical_kernels(program, X, n: int, seeds, user_fns=None) -> tuple[np.ndarray, np.ndarray]:
-    """(NNGP, NTK) of width-n networks, stacked over the seeds: arrays (S, N, N)."""
+    """(NNGP, NTK) of width-n networks, one network per seed: arrays (S, N, N)."""
     nngps, ntks = [], []
     for s in seeds:
         g = torch.Generator().manual_seed(int(s))
-        net = FiniteNet(program, X, n, g, user_fns)
-        nngps.append(net.nngp())
-        ntks.append(net.ntk())
+        nngp, ntk = FiniteNet(program, X, n, g, user_fns).kernels()
+        nngps.append(nngp)
+        ntks.append(ntk)
     return np.stack(nngps), np.stack(ntks)

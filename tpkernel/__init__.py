@@ -5,7 +5,7 @@
 >>> K = tp.kernels(p, X)          # K.nngp, K.ntk
 """
 
-from . import examples, nonlin
+from . import dynamics, examples, finite, nonlin
 from .backward import backward
 from .builder import (abrelu, abs, apply, cos, erf, exp, gaussian, gelu, leaky_relu,
                       power, relu, sigmoid, sin, softplus, swish, tanh)
@@ -13,13 +13,21 @@ from .errors import (NotBPLikeError, NumericalError, ProgramError, ShapeError, T
                      UnknownNonlinearityError)
 from .ir import Program
 from .limit import Kernels, kernels
+from . import listing, stax
+from .listing import ListingError, parse, parse_file
+from .symbolic import formulas
+from .draw import draw, draw_sgd
+from . import pruning
+from .ir import Mask
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Program", "kernels", "Kernels", "backward", "examples", "nonlin",
+    "Program", "kernels", "Kernels", "backward", "examples", "nonlin", "finite", "dynamics",
     "relu", "erf", "tanh", "gelu", "sin", "cos", "exp", "sigmoid", "softplus", "swish", "abrelu",
     "leaky_relu", "abs", "gaussian", "power", "apply",
     "TPKernelError", "ProgramError", "NotBPLikeError", "UnknownNonlinearityError", "ShapeError",
-    "NumericalError",
+    "NumericalError", "formulas",
+    "stax", "listing", "parse", "parse_file", "ListingError",
+    "draw", "draw_sgd", "pruning", "Mask",
 ]

@@ -14,6 +14,12 @@ parameter uses (:class:`NTKTerm`):
   Θ = Σ_W lr σ² Σ_{(y=Wz),(y'=Wz')} E[dy dy'] E[z z'] + Σ_U lr σ² Σ E[dy dy'] ⟨ξ,ξ'⟩/d
       + Σ_b lr σ² E[db db'] + lr_v σ_v² E[x x'] + lr_o σ_o².
 
+A masked parameter (random pruning, :class:`~tpkernel.ir.Mask`) has gradients on its kept
+weights only: the sum over its entries keeps a fraction q of them, so its coefficient is
+lr σ² q (lr σ² with rescaling) for a matrix or readout; for an input layer the fraction is
+the masked Gram ⟨ξ_S, ξ'_S⟩/d of each row's kept coordinates S, averaged by the evaluator,
+and the coefficient is lr σ² s² (s² = 1/q with rescaling, else 1).
+
 BP-likeness (Tensor Programs II, Def. A.3) is what makes the limit of this sum computable
 with W and Wᵀ treated as independent matrices; :meth:`Program.validate` enforces it and
 raises :class:`NotBPLikeError` naming the node otherwise.
@@ -26,7 +32,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from .errors import ProgramError
-from .ir import Bias, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout, Seed
+from .ir import Bias, Embed, InputLayer, LinComb, Mask, MatMul, Matrix, Nonlin, Program, Readout, Seed, mask_of
 from .nonlin import get as get_nonlin
 
 
@@ -40,9 +46,10 @@ class NTKTerm:
 
     param: str
     kind: str
-    coeff: float  # lr · σ²
+    coeff: float  # lr · σ² (· q for a masked matrix or readout, · s² for a masked input layer)
     uses: tuple[tuple[str, str], ...] = ()
     grad: str | None = None
+    mask: Mask | None = None  # the parameter's pruning mask
 
 
 @dataclass(frozen=True)
@@ -128,13 +135,20 @@ def backward(program: Program, output: str | None = None) -> Backward:
             uses = tuple((grads[y.name], y.arg if isinstance(y, MatMul) else y.name)
                          for y in program.consumers(p.name)
                          if isinstance(y, (MatMul, Embed)) and y.name in grads)
+            m = mask_of(p)
+            if m is not None:
+                # kept weights only: a matrix's sum over its n² entries keeps a fraction q of them;
+                # an input layer's q comes from its (conditional) masked Gram ⟨ξ_S, ξ'_S⟩/d
+                coeff *= m.factor if kind == "matrix" else m.scale2
             if uses and coeff:
-                terms.append(NTKTerm(p.name, kind, coeff, uses))
+                terms.append(NTKTerm(p.name, kind, coeff, uses, mask=m))
         elif isinstance(p, Bias) and p.name in grads and coeff:
             terms.append(NTKTerm(p.name, "bias", coeff, grad=grads[p.name]))
     std_v, lr_v = readout_scale(program, r)
+    m = mask_of(r)
     if lr_v * std_v ** 2:
-        terms.append(NTKTerm(r.vector or r.name, "readout", lr_v * std_v ** 2))
+        terms.append(NTKTerm(r.vector or r.name, "readout", lr_v * std_v ** 2 * (m.factor if m else 1.0),
+                             mask=m))
     if r.b_std is not None and r.b_lr * r.b_std ** 2:
         terms.append(NTKTerm(r.name, "readout_bias", r.b_lr * r.b_std ** 2))
     return Backward(out, r.name, MappingProxyType(grads), tuple(terms))

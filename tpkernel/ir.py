@@ -18,6 +18,9 @@ Readout       f = σ_v vᵀ x / √n (+ σ_o β)                  output
 Seed          σ_v·c(t)·v, the readout's gradient           initial G-var (backward)
 ============  ==========================================  ======================
 
+Matrices, input layers and readouts may carry a :class:`Mask` (random pruning: entries
+kept with probability q = 1 − p, optionally rescaled by 1/√q; see :mod:`tpkernel.pruning`).
+
 Nodes are immutable; a :class:`Program` keeps them in order (every node after the
 nodes it reads), offers a ``networkx.DiGraph`` view, and validates itself.
 """
@@ -77,13 +80,94 @@ class Param(Node):
 
 
 @dataclass(frozen=True)
+class Mask:
+    r"""A random pruning mask (Yang & Wang, AISTATS 2023): each entry of the parameter is kept
+    independently with probability q = 1 − p and pruned (fixed at 0, never trained) otherwise.
+
+    ``rescale`` multiplies the kept weights' forward scale by 1/√q.  In the limit a masked use
+    multiplies the forward covariance it creates, and the parameter's NTK contribution, by
+    :attr:`factor` = q (1 with rescaling).  The range 0 <= p < 1 is checked by the node that
+    carries the mask (so that the error names it).
+    """
+
+    p: float
+    rescale: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)):
+            raise ProgramError(f"mask: the pruning probability p must be a number, got {self.p!r}")
+        if not isinstance(self.rescale, bool):
+            raise ProgramError(f"mask: rescale must be True or False, got {self.rescale!r}")
+        object.__setattr__(self, "p", float(self.p))
+
+    @property
+    def q(self) -> float:
+        """The keep probability 1 − p."""
+        return 1.0 - self.p
+
+    @property
+    def scale2(self) -> float:
+        """s² of the forward scale s of a kept weight: 1/q with rescaling, else 1."""
+        return 1.0 / self.q if self.rescale else 1.0
+
+    @property
+    def factor(self) -> float:
+        """q·s²: the factor on the forward covariance and the NTK contribution in the limit."""
+        return 1.0 if self.rescale else self.q
+
+    def __str__(self) -> str:
+        return f"mask p={self.p:g}" + (" rescale" if self.rescale else "")
+
+
+def _check_mask(node: Node) -> None:
+    """Normalise ``node.mask`` (a :class:`Mask`, a number p, or None) and check 0 <= p < 1."""
+    m = node.mask
+    if m is None:
+        return
+    if not isinstance(m, Mask):
+        if isinstance(m, bool) or not isinstance(m, (int, float)):
+            raise ProgramError(f"{node.name}: mask must be a Mask or a pruning probability p, got {m!r}")
+        m = Mask(float(m))
+        object.__setattr__(node, "mask", m)
+    if not (math.isfinite(m.p) and 0.0 <= m.p < 1.0):
+        raise ProgramError(f"{node.name}: the pruning probability p of its mask must be in [0, 1), got {m.p!r}")
+
+
+def mask_of(node: Node | None) -> Mask | None:
+    """The pruning mask of a matrix, input layer or readout (None when dense)."""
+    return None if node is None else getattr(node, "mask", None)
+
+
+def mask_factor(node: Node | None) -> float:
+    """q (1 with rescaling) for a masked node, 1 for a dense one."""
+    m = mask_of(node)
+    return 1.0 if m is None else m.factor
+
+
+@dataclass(frozen=True)
 class InputLayer(Param):
-    """U ∈ R^{n×d}: ``Embed`` nodes apply it to data as σ_U U ξ_t / √d."""
+    """U ∈ R^{n×d}: ``Embed`` nodes apply it to data as σ_U U ξ_t / √d.
+
+    ``mask``: a :class:`Mask` (random pruning of U's entries), or None."""
+
+    mask: Mask | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_mask(self)
 
 
 @dataclass(frozen=True)
 class Matrix(Param):
-    """W ∈ R^{n×n} with iid N(0, 1) entries, acting as σ_W W x / √n."""
+    """W ∈ R^{n×n} with iid N(0, 1) entries, acting as σ_W W x / √n.
+
+    ``mask``: a :class:`Mask` (random pruning: M ⊙ W), or None."""
+
+    mask: Mask | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_mask(self)
 
 
 @dataclass(frozen=True)
@@ -167,7 +251,7 @@ class Readout(Node):
     With ``pool`` the readout reads a list of vectors, one per step of a sequence:
     ``"last"`` reads each example's own last step, ``"mean"`` averages its own steps.
     ``vector`` optionally names a :class:`Bias` node used as v (it must not be used
-    anywhere else: BP-likeness).
+    anywhere else: BP-likeness).  ``mask``: a :class:`Mask` on v (random pruning), or None.
     """
 
     args: tuple[str, ...] = ()
@@ -177,8 +261,10 @@ class Readout(Node):
     b_lr: float = 1.0
     pool: str | None = None
     vector: str | None = None
+    mask: Mask | None = None
 
     def __post_init__(self) -> None:
+        _check_mask(self)
         _check_std(self.name, "std", self.std)
         _check_std(self.name, "lr", self.lr)
         _check_std(self.name, "b_std", self.b_std, allow_none=True)
@@ -409,15 +495,17 @@ class Program:
         from .builder import DataHandle
         return DataHandle(self, self.add(Data(name, length)).name)
 
-    def input_layer(self, name: str, std: float = 1.0, lr: float = 1.0):
-        """Declare an input layer U (the embedding σ_U U ξ / √d); use it as ``U @ x``."""
+    def input_layer(self, name: str, std: float = 1.0, lr: float = 1.0, mask: "Mask | float | None" = None):
+        """Declare an input layer U (the embedding σ_U U ξ / √d); use it as ``U @ x``.
+        ``mask``: random pruning, a :class:`Mask` or a pruning probability p."""
         from .builder import ParamHandle
-        return ParamHandle(self, self.add(InputLayer(name, float(std), float(lr))).name)
+        return ParamHandle(self, self.add(InputLayer(name, float(std), float(lr), mask)).name)
 
-    def matrix(self, name: str, std: float = 1.0, lr: float = 1.0):
-        """Declare an n×n matrix W (acting as σ_W W x / √n); use it as ``W @ x``, ``W.T @ x``."""
+    def matrix(self, name: str, std: float = 1.0, lr: float = 1.0, mask: "Mask | float | None" = None):
+        """Declare an n×n matrix W (acting as σ_W W x / √n); use it as ``W @ x``, ``W.T @ x``.
+        ``mask``: random pruning (M ⊙ W), a :class:`Mask` or a pruning probability p."""
         from .builder import ParamHandle
-        return ParamHandle(self, self.add(Matrix(name, float(std), float(lr))).name)
+        return ParamHandle(self, self.add(Matrix(name, float(std), float(lr), mask)).name)
 
     def bias(self, name: str, std: float = 1.0, lr: float = 1.0):
         """Declare a bias (an initial vector σ_b β); use it in sums ``W @ x + b``."""
@@ -426,7 +514,7 @@ class Program:
 
     def output(self, x, std: float = 1.0, lr: float = 1.0, b_std: float | None = None,
                b_lr: float = 1.0, pool: str | None = None, name: str | None = None,
-               vector=None) -> Readout:
+               vector=None, mask: "Mask | float | None" = None) -> Readout:
         """Add a readout f = σ_v vᵀ x / √n (+ σ_o β when ``b_std`` is given).
 
         ``x`` is a vector, or a list of vectors (one per sequence step) with
@@ -439,9 +527,10 @@ class Program:
         args = tuple(materialize(self, v) for v in xs)
         vec = None if vector is None else materialize(self, vector)
         return self.add(Readout(name or self.fresh("f"), args, float(std), float(lr),
-                                None if b_std is None else float(b_std), float(b_lr), pool, vec))
+                                None if b_std is None else float(b_std), float(b_lr), pool, vec, mask))
 
-    def listing(self) -> str:
-        """The program as text, one instruction per line (see tpkernel.listing)."""
+    def listing(self, style: str = "text") -> str:
+        """The program as text, one instruction per line (see tpkernel.listing); ``style="unicode"``
+        or ``"latex"`` renders it in the algorithm style of the Tensor Programs papers."""
         from .listing import listing
-        return listing(self)
+        return listing(self, style)

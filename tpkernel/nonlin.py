@@ -367,29 +367,42 @@ def _sqrt_det(q1, q2, c):
     return np.sqrt(np.maximum(q1 * q2 - c * c, 0.0))
 
 
-def arccos_1(q1, q2, c):
-    """E[relu(u) relu(v)] = √(q1q2)/(2π)·(sin θ + (π - θ) cos θ), in the stable form
-    (√(q1q2 - c²) + (π - θ) c)/(2π) with θ = atan2(√(q1q2 - c²), c)."""
+def arccos_angle(q1, q2, c):
+    """(s, θ) = (√(q1q2 - c²), atan2(s, c)): the geometry the arc-cosine kernels share (an
+    evaluator computing J1 and J0 of the same pair passes it to both, see ``angles``)."""
     s = _sqrt_det(q1, q2, c)
-    theta = np.arctan2(s, c)
+    return s, np.arctan2(s, c)
+
+
+def arccos_1(q1, q2, c, angle=None):
+    """E[relu(u) relu(v)] = √(q1q2)/(2π)·(sin θ + (π - θ) cos θ), in the stable form
+    (√(q1q2 - c²) + (π - θ) c)/(2π) with θ = atan2(√(q1q2 - c²), c); ``angle``: (s, θ) if
+    already known."""
+    s, theta = angle if angle is not None else arccos_angle(q1, q2, c)
     return (s + (np.pi - theta) * c) / (2 * np.pi)
 
 
-def arccos_0(q1, q2, c):
+def arccos_0(q1, q2, c, angle=None):
     """P(u > 0, v > 0) = (π - θ)/(2π); 0 where a variance is 0 (step(0) = 0)."""
-    theta = np.arctan2(_sqrt_det(q1, q2, c), c)
+    theta = (angle if angle is not None else arccos_angle(q1, q2, c))[1]
     return np.where((q1 > 0) & (q2 > 0), (np.pi - theta) / (2 * np.pi), 0.0)
 
 
-def _rule_abrelu(p1, p2, q1, q2, c):
+def _rule_abrelu(p1, p2, q1, q2, c, angles=None):
+    """``angles(sign)``: (s, θ) at covariance sign·c, when the caller shares them (memoised)."""
     (a1, b1), (a2, b2) = p1, p2
-    # φ = b·relu(x) - a·relu(-x); E[relu(u) relu(-v)] is J1 at covariance -c.
-    return (b1 * b2 + a1 * a2) * arccos_1(q1, q2, c) - (a1 * b2 + b1 * a2) * arccos_1(q1, q2, -c)
+    # φ = b·relu(x) - a·relu(-x); E[relu(u) relu(-v)] is J1 at covariance -c (not needed when
+    # its coefficient is 0, as for relu)
+    out = (b1 * b2 + a1 * a2) * arccos_1(q1, q2, c, angles(1) if angles else None)
+    k = a1 * b2 + b1 * a2
+    return out - k * arccos_1(q1, q2, -c, angles(-1) if angles else None) if k else out
 
 
-def _rule_abstep(p1, p2, q1, q2, c):
+def _rule_abstep(p1, p2, q1, q2, c, angles=None):
     (a1, b1), (a2, b2) = p1, p2
-    return (b1 * b2 + a1 * a2) * arccos_0(q1, q2, c) + (a1 * b2 + b1 * a2) * arccos_0(q1, q2, -c)
+    out = (b1 * b2 + a1 * a2) * arccos_0(q1, q2, c, angles(1) if angles else None)
+    k = a1 * b2 + b1 * a2
+    return out + k * arccos_0(q1, q2, -c, angles(-1) if angles else None) if k else out
 
 
 def _relu_step(q1, q2, c):
@@ -500,6 +513,186 @@ def mean_rule(phi: Nonlinearity) -> Callable | None:
     if phi.family.mean is None:
         return None
     return lambda q: phi.family.mean(phi.params, q)
+
+
+# ---------------------------------------------------------------------------------
+# the same closed forms as sympy expressions (for tpkernel.symbolic)
+# ---------------------------------------------------------------------------------
+# One entry per entry of PAIR_RULES / Family.mean, written in the same (stable) form so
+# that sympy.lambdify of a formula reproduces the numeric evaluator.  Difference: the
+# zero-variance guards (step(0) = 0) are left out; the formulas assume positive variances.
+
+def sym_number(x: float) -> sympy.Expr:
+    """A float parameter as an exact sympy number when one reproduces it bit for bit
+    (1.0 → 1, 0.1 → 1/10, 1.1283791670955126 → 2/√π), else a Float."""
+    x = float(x)
+    if x.is_integer():
+        return sympy.Integer(int(x))
+    try:
+        r = sympy.nsimplify(x, [sympy.pi])
+        if float(r) == x:
+            return r
+    except (TypeError, ValueError):  # pragma: no cover - nsimplify gives up
+        pass
+    return sympy.Float(x)
+
+
+def _sym_sqrt_det(q1, q2, c):
+    return sympy.sqrt(sympy.Max(q1 * q2 - c ** 2, 0))
+
+
+def sym_arccos_1(q1, q2, c):
+    """E[relu(u) relu(v)] = (√(q1q2 - c²) + (π - θ) c)/(2π), θ = atan2(√(q1q2 - c²), c)."""
+    s = _sym_sqrt_det(q1, q2, c)
+    return (s + (sympy.pi - sympy.atan2(s, c)) * c) / (2 * sympy.pi)
+
+
+def sym_arccos_0(q1, q2, c):
+    """P(u > 0, v > 0) = (π - θ)/(2π)."""
+    return (sympy.pi - sympy.atan2(_sym_sqrt_det(q1, q2, c), c)) / (2 * sympy.pi)
+
+
+def _sym_params(p):
+    return tuple(sym_number(x) for x in p)
+
+
+def _sym_rule_abrelu(p1, p2, q1, q2, c):
+    (a1, b1), (a2, b2) = _sym_params(p1), _sym_params(p2)
+    return (b1 * b2 + a1 * a2) * sym_arccos_1(q1, q2, c) - (a1 * b2 + b1 * a2) * sym_arccos_1(q1, q2, -c)
+
+
+def _sym_rule_abstep(p1, p2, q1, q2, c):
+    (a1, b1), (a2, b2) = _sym_params(p1), _sym_params(p2)
+    return (b1 * b2 + a1 * a2) * sym_arccos_0(q1, q2, c) + (a1 * b2 + b1 * a2) * sym_arccos_0(q1, q2, -c)
+
+
+def _sym_relu_step(q1, q2, c):
+    return sympy.sqrt(q1) * (1 + c / sympy.sqrt(q1 * q2)) / (2 * sympy.sqrt(2 * sympy.pi))
+
+
+def _sym_rule_abrelu_abstep(p1, p2, q1, q2, c):
+    (a1, b1), (a2, b2) = _sym_params(p1), _sym_params(p2)
+    return ((b1 * b2 - a1 * a2) * _sym_relu_step(q1, q2, c)
+            + (b1 * a2 - a1 * b2) * _sym_relu_step(q1, q2, -c))
+
+
+def _sym_rule_erf(p1, p2, q1, q2, c):
+    return 2 / sympy.pi * sympy.asin(2 * c / sympy.sqrt((1 + 2 * q1) * (1 + 2 * q2)))
+
+
+def _sym_det_gauss(b1, b2, q1, q2, c):
+    return (1 - 2 * b1 * q1) * (1 - 2 * b2 * q2) - 4 * b1 * b2 * c ** 2
+
+
+def _sym_rule_gauss(p1, p2, q1, q2, c):
+    (a1, b1), (a2, b2) = _sym_params(p1), _sym_params(p2)
+    return a1 * a2 / sympy.sqrt(_sym_det_gauss(b1, b2, q1, q2, c))
+
+
+def _sym_rule_xgauss(p1, p2, q1, q2, c):
+    (a1, b1), (a2, b2) = _sym_params(p1), _sym_params(p2)
+    return a1 * a2 * c / _sym_det_gauss(b1, b2, q1, q2, c) ** sympy.Rational(3, 2)
+
+
+def _sym_rule_sin(p1, p2, q1, q2, c):
+    (c1,), (c2,) = _sym_params(p1), _sym_params(p2)
+    return (sympy.exp(-(q1 + q2 - 2 * c) / 2) * sympy.cos(c1 - c2)
+            - sympy.exp(-(q1 + q2 + 2 * c) / 2) * sympy.cos(c1 + c2)) / 2
+
+
+def _sym_rule_exp(p1, p2, q1, q2, c):
+    return sympy.exp((q1 + q2) / 2 + c)
+
+
+def _sym_gelu_common(q1, q2, c):
+    pp1 = (q1 + 1) * (q2 + 1)
+    delta2 = pp1 - c ** 2
+    delta = sympy.sqrt(delta2)
+    return pp1, delta2, delta, sympy.atan2(c, delta)
+
+
+def _sym_rule_gelu(p1, p2, q1, q2, c):
+    pp1, delta2, delta, angle = _sym_gelu_common(q1, q2, c)
+    return c / 4 + ((c ** 2 + q1 * q2 * delta2) / (pp1 * delta) + c * angle) / (2 * sympy.pi)
+
+
+def _sym_rule_dgelu(p1, p2, q1, q2, c):
+    pp1, delta2, delta, angle = _sym_gelu_common(q1, q2, c)
+    return (sympy.Rational(1, 4) + angle / (2 * sympy.pi)
+            + c / delta / (2 * sympy.pi) * (1 / delta2 + (1 - q1 * q2) / pp1 + 1))
+
+
+def _sym_rule_power(p1, p2, q1, q2, c):
+    k, m = int(p1[0]), int(p2[0])
+    total = sympy.Integer(0)
+    for j in range(min(k, m) + 1):
+        if (k - j) % 2 or (m - j) % 2:
+            continue
+        count = math.comb(k, j) * math.comb(m, j) * math.factorial(j) \
+            * _double_factorial(k - j - 1) * _double_factorial(m - j - 1)
+        total += count * c ** j * q1 ** ((k - j) // 2) * q2 ** ((m - j) // 2)
+    return total
+
+
+def _sym_rule_cpower(p1, p2, q1, q2, c):
+    return sym_number(p1[1]) * sym_number(p2[1]) * _sym_rule_power((p1[0],), (p2[0],), q1, q2, c)
+
+
+SYMPY_PAIR_RULES: dict[tuple[str, str], Callable] = {
+    ("abrelu", "abrelu"): _sym_rule_abrelu,
+    ("abstep", "abstep"): _sym_rule_abstep,
+    ("abrelu", "abstep"): _sym_rule_abrelu_abstep,
+    ("erf", "erf"): _sym_rule_erf,
+    ("gauss", "gauss"): _sym_rule_gauss,
+    ("xgauss", "xgauss"): _sym_rule_xgauss,
+    ("sin", "sin"): _sym_rule_sin,
+    ("exp", "exp"): _sym_rule_exp,
+    ("gelu", "gelu"): _sym_rule_gelu,
+    ("dgelu", "dgelu"): _sym_rule_dgelu,
+    ("power", "power"): _sym_rule_power,
+    ("cpower", "cpower"): _sym_rule_cpower,
+}
+
+
+def _sym_power_mean(k: int, q):
+    return q ** sympy.Rational(k, 2) * _double_factorial(k - 1) if k % 2 == 0 else sympy.Integer(0)
+
+
+#: E[φ(u)], u ~ N(0, q), as sympy expressions; keyed by family name like Family.mean.
+SYMPY_MEAN_RULES: dict[str, Callable] = {
+    "abrelu": lambda p, q: (sym_number(p[1]) - sym_number(p[0])) * sympy.sqrt(q) / sympy.sqrt(2 * sympy.pi),
+    "abstep": lambda p, q: (sym_number(p[0]) + sym_number(p[1])) / 2,
+    "erf": lambda p, q: sympy.Integer(0),
+    "gauss": lambda p, q: sym_number(p[0]) / sympy.sqrt(1 - 2 * sym_number(p[1]) * q),
+    "xgauss": lambda p, q: sympy.Integer(0),
+    "sin": lambda p, q: sympy.exp(-q / 2) * sympy.sin(sym_number(p[0])),
+    "exp": lambda p, q: sympy.exp(q / 2),
+    "gelu": lambda p, q: q / sympy.sqrt(2 * sympy.pi * (1 + q)),
+    "dgelu": lambda p, q: sympy.Rational(1, 2),
+    "power": lambda p, q: _sym_power_mean(int(p[0]), q),
+    "cpower": lambda p, q: sym_number(p[1]) * _sym_power_mean(int(p[0]), q),
+    "tanh": lambda p, q: sympy.Integer(0),
+    "sigmoid": lambda p, q: sympy.Rational(1, 2),
+}
+
+
+def sympy_pair_rule(phi: Nonlinearity, psi: Nonlinearity) -> Callable | None:
+    """The closed form of E[φ(u) ψ(v)] as a sympy function of (q1, q2, c), or None."""
+    rule = SYMPY_PAIR_RULES.get((phi.name, psi.name))
+    if rule is not None:
+        return lambda q1, q2, c: rule(phi.params, psi.params, q1, q2, c)
+    rule = SYMPY_PAIR_RULES.get((psi.name, phi.name))
+    if rule is not None:
+        return lambda q1, q2, c: rule(psi.params, phi.params, q2, q1, c)
+    return None
+
+
+def sympy_mean_rule(phi: Nonlinearity) -> Callable | None:
+    """The closed form of E[φ(u)], u ~ N(0, q), as a sympy function of q, or None."""
+    rule = SYMPY_MEAN_RULES.get(phi.name) if phi.family is REGISTRY.get(phi.name) else None
+    if rule is None:
+        return None
+    return lambda q: rule(phi.params, q)
 
 
 # ``tp.nonlin(fn, *args)`` builds a user nonlinearity (SPEC 3B) while ``tpkernel.nonlin``

@@ -90,9 +90,8 @@ def expect_2d(f: Callable[[Array], Array], g: Callable[[Array], Array],
     return total
 
 
-def expect_2d_polar(f: Callable[[Array], Array], g: Callable[[Array], Array],
-                    q1: Array, q2: Array, c: Array, deg: int) -> Array:
-    """E[f(u) g(v)] for f, g with kinks at 0 (relu, step and compositions of them).
+def expect_2d_polar(F: Callable[[Array, Array], Array], q1: Array, q2: Array, c: Array, deg: int) -> Array:
+    """E[F(u, v)] for integrands with kinks where u = 0 or v = 0 (relu, step, compositions).
 
     In standard coordinates (t1, t2), u = √q1 t1 and v = √q2 (ρ t1 + √(1-ρ²) t2) change sign
     on two lines through the origin; in polar coordinates these are four rays, so the
@@ -111,6 +110,7 @@ def expect_2d_polar(f: Callable[[Array], Array], g: Callable[[Array], Array],
                                np.mod(kink, two_pi), np.mod(kink + np.pi, two_pi)], axis=-1), axis=-1)
     bounds = np.concatenate([bounds, bounds[..., :1] + two_pi], axis=-1)  # close the circle
     x, w = np.polynomial.legendre.leggauss(deg)
+    step = max(1, CHUNK // max(1, q1.size))
     r = TRAPEZOID_HALF_WIDTH / 2 * (x + 1)
     wr = w * TRAPEZOID_HALF_WIDTH / 2 * r * np.exp(-r * r / 2) / two_pi
     total = np.zeros(q1.shape)
@@ -121,7 +121,10 @@ def expect_2d_polar(f: Callable[[Array], Array], g: Callable[[Array], Array],
             phi = lo + half * (xj + 1)
             cos, sin = np.cos(phi), np.sin(phi)
             u_dir, v_dir = s1 * cos, s2 * (rho * cos + sr * sin)
-            radial = sum(wri * f(ri * u_dir) * g(ri * v_dir) for ri, wri in zip(r, wr))
+            radial = 0.0
+            for k0 in range(0, len(r), step):  # radial nodes at once, chunked
+                rk = r[k0:k0 + step].reshape((-1,) + (1,) * q1.ndim)
+                radial = radial + np.tensordot(wr[k0:k0 + step], F(rk * u_dir, rk * v_dir), axes=(0, 0))
             total += wj * half * radial
     return total
 

@@ -10,6 +10,12 @@ MatMul results).  Atom covariances follow one rule table (:meth:`Moments._atom_c
   0 between atoms of different parameters (W and Wᵀ count as different: gradient
   independence, valid for BP-like programs).
 
+A pruned parameter (:class:`~tpkernel.ir.Mask`) multiplies the covariance of its atoms by q
+(1 with rescaling).  A pruned input layer is a Gaussian scale mixture over each row's kept
+inputs S: its moments are conditional on S, carried as leading array axes and averaged where
+a MatMul (or the kernel) sums over coordinates (:meth:`Moments.average`;
+:mod:`tpkernel.pruning.mixture`).
+
 E[u v] is then computed by, in order: bilinear expansion of linear combinations;
 factorisation of products over groups of atoms that are independent (this is where
 backward vectors du ⊙ φ'(h) split into E[du du']·E[φ'(h)φ'(h')]); closed-form pair
@@ -30,11 +36,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import NumericalError, ProgramError
-from ..ir import Bias, Embed, LinComb, MatMul, Nonlin, Program, Seed
-from ..nonlin import Nonlinearity, mean_rule, pair_rule
+from ..ir import Bias, Embed, InputLayer, LinComb, MatMul, Nonlin, Program, Seed, mask_factor
+from ..nonlin import PAIR_RULES, Nonlinearity, arccos_angle, mean_rule, pair_rule
 from . import gaussian
 
 Ctx = tuple[int, int, bool]
+#: the arc-cosine pair rules, called with the evaluator's memoised angles
+_ARCCOS = {"abrelu": PAIR_RULES[("abrelu", "abrelu")], "abstep": PAIR_RULES[("abstep", "abstep")]}
 
 
 @dataclass
@@ -53,10 +61,15 @@ class Settings:
     quad_rule: str = "trapezoid"  # rule for 1 and 2 Gaussians (see gaussian.nodes)
     quad_tol: float = 1e-11  # target of the adaptive rule (relative above 1, absolute below)
     max_deg: int = 1025  # the adaptive rule stops here and reports its error
-    nd_deg: int = 12  # Gauss-Hermite nodes per dimension for 3 and 4 Gaussians
+    nd_deg: int | None = None  # 3 and 4 Gaussians: None = adaptive trapezoid, else Gauss-Hermite nodes
     mc_samples: int = 200_000  # Monte Carlo samples beyond 4 Gaussians
     seed: int = 0
     error_estimate: bool = False
+    # masked (pruned) input layers: the exact average over a row's kept coordinates S
+    mask_exact_d: int = 12  # enumerate all 2^d subsets S up to this input dimension
+    mask_samples: int = 4096  # beyond it: Monte Carlo over S (this many samples in all) ...
+    mask_replicates: int = 8  # ... in independent replicates (their spread is the standard error)
+    mask_budget: int = 4_000_000  # largest (subsets × N1 × N2) array; beyond it Monte Carlo
 
 
 @dataclass
@@ -65,6 +78,7 @@ class Report:
 
     quadrature: list[dict] = field(default_factory=list)
     monte_carlo: list[dict] = field(default_factory=list)
+    masks: list[dict] = field(default_factory=list)  # masked input layers (tpkernel.pruning.mixture)
 
     def summary(self) -> str:
         """One line per kind of numerical integral (closed forms are not listed)."""
@@ -78,11 +92,15 @@ class Report:
             est = f"; largest error estimate {max(errs):.1e}" if errs else ""
             lines.append(f"{len(qs)} expectation(s) over {dim} Gaussian(s) by quadrature "
                          f"({rule}, {deg} nodes per dimension){est}")
-        if any(q.get("error") == float("inf") for q in self.quadrature):
-            lines.append("WARNING: some quadrature did not reach its tolerance (raise max_deg)")
+        unconverged = [q for q in self.quadrature if q.get("converged") is False]
+        if unconverged:
+            worst = max(q["error"] for q in unconverged)
+            lines.append(f"WARNING: {len(unconverged)} quadrature(s) did not reach the tolerance "
+                         f"(largest error estimate {worst:.1e}); raise max_deg or set nd_deg")
         for m in self.monte_carlo:
             lines.append(f"MONTE CARLO ({m['dim']} Gaussians, {m['samples']} samples) for "
                          f"E[{m['what']}]: standard error up to {m['se']:.2e}")
+        lines += [m["line"] for m in self.masks]
         return "\n".join(lines) or "all expectations in closed form"
 
 
@@ -91,12 +109,14 @@ def _lower(deg: int) -> int:
     return max(1, (3 * deg + 3) // 4)
 
 
-def _transpose(x):
-    return x.T if np.ndim(x) == 2 else x
+def _transpose(x, diag: bool = False):
+    """E[v u] from E[u v]: swap the two example axes (the last two; leading axes, if any, index
+    the input masks of :mod:`tpkernel.pruning.mixture`)."""
+    return x if diag or np.ndim(x) < 2 else np.swapaxes(x, -1, -2)
 
 
 def _diagonal(x):
-    return np.diagonal(x) if np.ndim(x) == 2 else x
+    return np.diagonal(x, axis1=-2, axis2=-1) if np.ndim(x) >= 2 else x
 
 
 class Moments:
@@ -117,6 +137,10 @@ class Moments:
         self._gauss: dict[str, bool] = {}
         self._leaves: dict[str, frozenset] = {}
         self._order = {n.name: i for i, n in enumerate(program)}
+        self._mix = None  # masked input layers: conditional moments given each row's kept inputs
+        if any(getattr(n, "mask", None) is not None for n in program.of_type(InputLayer)):
+            from ..pruning.mixture import InputMixture
+            self._mix = InputMixture(self)
 
     # -- shapes ----------------------------------------------------------------------
     def shape(self, ctx: Ctx) -> tuple[int, ...]:
@@ -126,11 +150,30 @@ class Moments:
     @staticmethod
     def on_a(x, ctx: Ctx):
         """A per-example quantity of side a, broadcast over the context."""
-        return x if ctx[2] or np.ndim(x) == 0 else np.asarray(x)[:, None]
+        return x if ctx[2] or np.ndim(x) == 0 else np.asarray(x)[..., :, None]
 
     @staticmethod
     def on_b(x, ctx: Ctx):
-        return x if ctx[2] or np.ndim(x) == 0 else np.asarray(x)[None, :]
+        return x if ctx[2] or np.ndim(x) == 0 else np.asarray(x)[..., None, :]
+
+    # -- masked input layers: moments conditional on the mask, and their average ------
+    def average(self, x, ctx: Ctx):
+        """E over the masks of the input layers of a moment conditional on them (the identity
+        without masked input layers): what a MatMul, or the kernel, sums over coordinates."""
+        if self._mix is None or np.ndim(x) <= (1 if ctx[2] else 2):
+            return x
+        return self._mix.average(x)
+
+    def collapse(self, x, ctx: Ctx, what: str = "kernel"):
+        """A kernel with its mask axes averaged out (Monte Carlo replicates: mean, and the
+        standard error goes to the report)."""
+        if self._mix is None or np.ndim(x) <= (1 if ctx[2] else 2):
+            return x
+        return self._mix.collapse(x, ctx, what)
+
+    def ecov(self, u: str, v: str, ctx: Ctx):
+        """E[Z^u Z^v], averaged over the masks of the input layers."""
+        return self.average(self.cov(u, v, ctx), ctx)
 
     # -- structure ---------------------------------------------------------------------
     def atoms(self, u: str) -> frozenset:
@@ -193,9 +236,9 @@ class Moments:
         """E[Z^u Z^v] in context ``ctx``."""
         a, b, diag = ctx
         if a > b:
-            return _transpose(self.cov(v, u, (b, a, diag)))
+            return _transpose(self.cov(v, u, (b, a, diag)), diag)
         if a == b and self._order[u] > self._order[v]:
-            return _transpose(self.cov(v, u, ctx))
+            return _transpose(self.cov(v, u, ctx), diag)
         key = (u, v, ctx)
         if key not in self._cov:
             if diag and self.sym:
@@ -224,11 +267,13 @@ class Moments:
         if isinstance(U, MatMul):
             if U.matrix != V.matrix or U.transpose != V.transpose:
                 return 0.0
-            return self.p[U.matrix].std ** 2 * self.cov(U.arg, V.arg, ctx)
+            W = self.p[U.matrix]  # a masked W: M ⊙ W has entry variance q σ² (σ² rescaled)
+            return W.std ** 2 * mask_factor(W) * self.average(self.cov(U.arg, V.arg, ctx), ctx)
         if isinstance(U, Embed):
             if U.layer != V.layer:
                 return 0.0
-            return self.p[U.layer].std ** 2 * self.gram(U, V, ctx)
+            layer = self.p[U.layer]  # masked: given the kept inputs S of a row, times s² (rescaling)
+            return layer.std ** 2 * (layer.mask.scale2 if layer.mask else 1.0) * self.gram(U, V, ctx)
         if isinstance(U, Bias):
             return self.p[U.name].std ** 2 if U.name == V.name else 0.0
         if isinstance(U, Seed):
@@ -236,18 +281,26 @@ class Moments:
                 return 0.0
             from ..backward import readout_scale
             std, _ = readout_scale(self.p, self.p[U.readout])
+            std = std * mask_factor(self.p[U.readout]) ** 0.5  # a masked readout: M ⊙ v
             ca = self.sides[ctx[0]].pool[U.readout][:, U.index]
             cb = self.sides[ctx[1]].pool[V.readout][:, V.index]
             return std ** 2 * self.on_a(ca, ctx) * self.on_b(cb, ctx)
         raise ProgramError(f"no covariance rule for {U.name!r} and {V.name!r}")
 
     def gram(self, U: Embed, V: Embed, ctx: Ctx):
-        """⟨ξ_t, ξ'_s⟩ / d for the data steps the two embeddings read."""
+        """⟨ξ_t, ξ'_s⟩ / d for the data steps the two embeddings read (for a masked input layer
+        ⟨ξ_{t,S}, ξ'_{s,S}⟩ / d for every mask S of a row: :mod:`tpkernel.pruning.mixture`)."""
+        if self._mix is not None and self.p[U.layer].mask is not None:
+            return self._mix.gram(U, V, ctx)
         a, b, diag = ctx
-        xa = self.sides[a].data[U.data][:, U.step or 0, :]
-        xb = self.sides[b].data[V.data][:, V.step or 0, :]
-        d = xa.shape[1]
-        return np.einsum("id,id->i", xa, xb) / d if diag else (xa @ xb.T) / d
+        cache = self.__dict__.setdefault("_grams", {})  # memoised: the NTK's input terms ask again
+        key = (U.data, U.step, V.data, V.step, ctx)
+        if key not in cache:
+            xa = self.sides[a].data[U.data][:, U.step or 0, :]
+            xb = self.sides[b].data[V.data][:, V.step or 0, :]
+            d = xa.shape[1]
+            cache[key] = np.einsum("id,id->i", xa, xb) / d if diag else (xa @ xb.T) / d
+        return cache[key]
 
     # -- products and nonlinear moments ----------------------------------------------
     def _components(self, items: list[tuple[str, int]]) -> list[list[tuple[str, int]]]:
@@ -295,6 +348,10 @@ class Moments:
         if phi is not None and psi is not None:
             rule = pair_rule(phi, psi)
             if rule is not None:
+                if phi.name == psi.name and phi.name in ("abrelu", "abstep"):
+                    # the relu and step kernels of one pair (forward and backward) share θ
+                    return _ARCCOS[phi.name](phi.params, psi.params, q1, q2, c,
+                                             lambda sign: self._angle(g, h, ctx, sign, q1, q2, c))
                 return rule(q1, q2, c)
         elif phi is None and psi is None:  # pragma: no cover - atoms are handled earlier
             return c
@@ -312,10 +369,18 @@ class Moments:
         kinked = any(fn is not None and not fn.family.smooth for fn in (phi, psi))
         return self._quad2(f, g_, q1, q2, c, f"{u}·{v}", kinked=kinked)
 
+    def _angle(self, g: str, h: str, ctx: Ctx, sign: int, q1, q2, c):
+        """(s, θ) of the pair (g, h) at covariance sign·c, memoised."""
+        cache = self.__dict__.setdefault("_angles", {})
+        key = (g, h, ctx, sign)
+        if key not in cache:
+            cache[key] = arccos_angle(q1, q2, sign * c)
+        return cache[key]
+
     def _quad2(self, f, g, q1, q2, c, what: str, kinked: bool = False):
         """E[f(u) g(v)]: the polar rule when a kink at 0 is involved, else ``quad_rule``."""
         if kinked:
-            return self._quadrature(lambda deg: gaussian.expect_2d_polar(f, g, q1, q2, c, deg),
+            return self._quadrature(lambda deg: gaussian.expect_2d_polar(lambda u, v: f(u) * g(v), q1, q2, c, deg),
                                     2, "polar", what, start=17)
         rule = self.settings.quad_rule
         return self._quadrature(lambda deg: gaussian.expect_2d(f, g, q1, q2, c, deg, rule), 2, rule, what)
@@ -324,13 +389,16 @@ class Moments:
                     start: int = 65):
         """Run a 1D/2D rule: adaptive to ``quad_tol`` unless ``quad_deg`` fixes the nodes."""
         s = self.settings
+        converged = None
         if s.quad_deg is None:
             val, deg, err = gaussian.adaptive(integral, start, s.quad_tol, s.max_deg)
+            converged = err <= s.quad_tol
         else:
             deg = s.quad_deg
             val = integral(deg)
             err = float(np.max(np.abs(val - integral(_lower(deg))))) if s.error_estimate else None
-        self.report.quadrature.append({"dim": dim, "deg": deg, "rule": rule, "what": what, "error": err})
+        self.report.quadrature.append({"dim": dim, "deg": deg, "rule": rule, "what": what, "error": err,
+                                       "converged": converged})
         return val
 
     # -- first moments ---------------------------------------------------------------
@@ -417,30 +485,13 @@ class Moments:
         atoms_a = sorted(set().union(*(self.leaves(f) for f in A)), key=self._order.get)
         atoms_b = sorted(set().union(*(self.leaves(f) for f in B)), key=self._order.get) if B else []
         what = "·".join(A) + (" × " + "·".join(B) if B else "")
-        if not diag and len(atoms_a) == 1 and len(atoms_b) == 1:
-            # one Gaussian per side: a univariate pair (E[F(u) G(v)] with composite F, G)
-            (g,), (h,) = atoms_a, atoms_b
-
-            def fa(z):
-                memo: dict = {}
-                return np.prod([self.evaluate(f, {g: z}, memo) for f in A], axis=0)
-
-            def fb(z):
-                memo: dict = {}
-                return np.prod([self.evaluate(f, {h: z}, memo) for f in B], axis=0)
-
-            q1 = self.on_a(self.var(g, a), ctx)
-            q2 = self.on_b(self.var(h, b), ctx)
-            c = self.cov(g, h, ctx)
-            return self._quad2(fa, fb, q1, q2, c, what, kinked=any(self.kinked(f) for f in A + B))
         if diag:
             names = sorted(set(atoms_a) | set(atoms_b), key=self._order.get)
             variables = [(x, 0) for x in names]
         else:
             variables = [(x, 0) for x in atoms_a] + [(x, 1) for x in atoms_b]
         D = len(variables)
-        shape = self.shape(ctx)
-        cov = np.empty(shape + (D, D))
+        entries = {}
         for i, (x, si) in enumerate(variables):
             for j in range(i, D):
                 y, sj = variables[j]
@@ -452,7 +503,12 @@ class Moments:
                     val = self.cov(x, y, ctx)
                 else:
                     val = self.cov(y, x, ctx)
-                cov[..., i, j] = cov[..., j, i] = val
+                entries[i, j] = val
+        # leading axes beyond the context's shape: moments conditional on input masks
+        shape = np.broadcast_shapes(self.shape(ctx), *(np.shape(v) for v in entries.values()))
+        cov = np.empty(shape + (D, D))
+        for (i, j), val in entries.items():
+            cov[..., i, j] = cov[..., j, i] = val
         index = {v: k for k, v in enumerate(variables)}
 
         def F(z: Sequence[np.ndarray]) -> np.ndarray:
@@ -467,24 +523,47 @@ class Moments:
                 out = out * self.evaluate(g, vb, mb)
             return out
 
-        if D <= 2:
-            rule = self.settings.quad_rule
+        return self.integrate_numeric(F, cov, what, kinked=any(self.kinked(f) for f in A + B))
+
+    def integrate_numeric(self, F: Callable[[Sequence[np.ndarray]], np.ndarray], cov: np.ndarray, what: str,
+                          kinked: bool = False):
+        """E[F(z)], z ~ N(0, cov) with cov (..., D, D): the rule for D Gaussians, recorded in
+        the report.  D <= 2: the polar rule if F has kinks (``kinked``), else ``quad_rule``,
+        refined to ``quad_tol``; D = 3, 4: the nested
+        trapezoid rule refined from 17 to 33 (D = 4) or 65 (D = 3) nodes per dimension with
+        its error estimate (or Gauss-Hermite with ``nd_deg`` nodes when that is set);
+        D > 4, or D = 3, 4 with kinks (where tensor rules converge slowly and without a
+        trustworthy estimate): seeded Monte Carlo with its standard error."""
+        D = cov.shape[-1]
+        s = self.settings
+        if D <= 2 and kinked:
+            # kinks where a Gaussian changes sign: the polar rule (a dummy second variable in 1D)
+            if D == 1:
+                q1, q2, c, F2 = cov[..., 0, 0], np.ones_like(cov[..., 0, 0]), 0.0 * cov[..., 0, 0], \
+                    lambda u, v: F([u])
+            else:
+                q1, q2, c, F2 = cov[..., 0, 0], cov[..., 1, 1], cov[..., 0, 1], lambda u, v: F([u, v])
+            val = self._quadrature(lambda deg: gaussian.expect_2d_polar(F2, q1, q2, c, deg), D, "polar", what,
+                                   start=17)
+        elif D <= 2:
+            rule = s.quad_rule
             val = self._quadrature(lambda deg: gaussian.expect_nd(F, cov, deg, rule), D, rule, what)
-            if not np.all(np.isfinite(val)):
-                raise NumericalError(f"the expectation E[{what}] is not finite")
-            return val
-        if D <= 4:
-            deg, rule = self.settings.nd_deg, "hermite"
+        elif D <= 4 and not (kinked and s.nd_deg is None):
+            if s.nd_deg is None:
+                val, deg, err = gaussian.adaptive(lambda k: gaussian.expect_nd(F, cov, k, "trapezoid"), 17,
+                                                  max(s.quad_tol, 1e-9), 33 if D == 4 else 65)
+                self.report.quadrature.append({"dim": D, "deg": deg, "rule": "trapezoid", "what": what,
+                                               "error": err, "converged": err <= max(s.quad_tol, 1e-9)})
+            else:
+                val = gaussian.expect_nd(F, cov, s.nd_deg, "hermite")
+                err = None
+                if s.error_estimate:
+                    err = float(np.max(np.abs(val - gaussian.expect_nd(F, cov, _lower(s.nd_deg), "hermite"))))
+                self.report.quadrature.append({"dim": D, "deg": s.nd_deg, "rule": "hermite", "what": what,
+                                               "error": err})
         else:
-            n = self.settings.mc_samples
-            val, se = gaussian.expect_mc(F, cov, n, self._rng)
-            self.report.monte_carlo.append({"dim": D, "samples": n, "what": what, "se": float(np.max(se))})
-            return val
-        val = gaussian.expect_nd(F, cov, deg, rule)
-        err = None
-        if self.settings.error_estimate:
-            err = float(np.max(np.abs(val - gaussian.expect_nd(F, cov, _lower(deg), rule))))
-        self.report.quadrature.append({"dim": D, "deg": deg, "rule": rule, "what": what, "error": err})
+            val, se = gaussian.expect_mc(F, cov, s.mc_samples, self._rng)
+            self.report.monte_carlo.append({"dim": D, "samples": s.mc_samples, "what": what, "se": float(np.max(se))})
         if not np.all(np.isfinite(val)):
             raise NumericalError(f"the expectation E[{what}] is not finite")
         return val

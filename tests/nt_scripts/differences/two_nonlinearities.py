@@ -1,0 +1,13 @@
+"""erf(gelu(h)): two nonlinearities in a row (neural-tangents raises ValueError: the input of
+an activation must be Gaussian)."""
+import numpy as np
+from neural_tangents import stax
+
+W1, B1, WV, BV = 1.5, None, 1.0, 0.1
+_, _, kernel_fn = stax.serial(
+    stax.Dense(512, W_std=W1, b_std=B1), stax.Gelu(), stax.Erf(),
+    stax.Dense(1, W_std=WV, b_std=BV))
+
+x1 = np.random.default_rng(23).standard_normal((4, 3))
+k = kernel_fn(x1, None, ('nngp', 'ntk'))
+RESULTS = {'nngp_11': k.nngp, 'ntk_11': k.ntk}

@@ -1,0 +1,302 @@
+r"""Infinite-width training: kernel gradient descent on the MSE, and its comparison with
+finite networks trained by gradient descent (Tensor Programs IIb, main theorem).
+
+Loss L = 1/(2N) Σ_i (f(ξ_i) − y_i)² (neural-tangents' convention, normalised by the
+number of targets), learning rate η.  In the limit the outputs follow kernel gradient
+descent with the limiting NTK Θ:
+
+  discrete steps:   f_{k+1} = f_k − (η/N) Θ(·, X) (f_k(X) − y)
+  continuous time:  d f_t/dt = −(η/N) Θ(·, X) (f_t(X) − y)
+
+Both have closed forms through the eigendecomposition Θ(X, X) = V diag(λ) Vᵀ, with
+r_0 = f_0(X) − y and c = η/N:
+
+  train:  f_t(X) − f_0(X) = V diag(g(λ) λ) Vᵀ r_0
+  test:   f_t(x) − f_0(x) = Θ(x, X) V diag(g(λ)) Vᵀ r_0,
+
+  g(λ) = (e^{−cλt} − 1)/λ   (continuous),   g(λ) = ((1 − cλ)^k − 1)/λ   (k steps),
+
+with g(0) = −ct (−ck).  The prediction is driven by the *same* f_0 as the network it is
+compared with: the kernel describes the change f_t − f_0, the random initial function
+f_0 is the network's own.  :func:`compare_training` trains finite networks of several
+widths (:func:`tpkernel.finite.train`) and measures the relative gap
+
+  ‖(f_T − f_0)_network − (f_T − f_0)_kernel‖ / ‖(f_T − f_0)_kernel‖
+
+on the train and test inputs; it shrinks like n^{-1/2}.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import ShapeError
+from .ir import Program
+
+Array = np.ndarray
+
+__all__ = ["KernelDynamics", "gradient_descent_mse", "kernel_gd", "compare_training", "TrainingComparison"]
+
+
+def _gain(evals: Array, c: float, t, discrete: bool) -> Array:
+    """g(λ) for every time in t: shape (len(t), len(λ)).
+
+    Eigenvalues below N·eps·λ_max count as zero (as a pseudo-inverse would): there
+    g = −c t, the limit of the formula, and g = 0 at t = ∞ (the kernel does not move the
+    outputs along its null space).
+    """
+    lam = np.maximum(evals, 0.0)[None, :]
+    t = np.asarray(t, dtype=float).reshape(-1, 1)
+    if np.any(t < 0) or np.any(np.isnan(t)):
+        raise ValueError("times must be >= 0")
+    tiny = lam <= lam.size * np.finfo(float).eps * lam.max()
+    lam = np.where(tiny, 0.0, lam)
+    x = c * lam
+    with np.errstate(invalid="ignore", over="ignore"):
+        if discrete:
+            if np.any(t[np.isfinite(t)] != np.rint(t[np.isfinite(t)])):
+                raise ValueError("discrete dynamics: t counts steps and must be an integer")
+            below = x < 1  # 1 - cλ > 0: (1 - cλ)^k - 1 = expm1(k log1p(-cλ)) keeps precision
+            num = np.where(below, np.expm1(t * np.log1p(-np.where(below, x, 0.0))),
+                           (1.0 - np.where(below, 0.0, x)) ** t - 1.0)
+        else:
+            num = np.expm1(-x * np.where(tiny, 0.0, t))
+        null = np.where(np.isinf(t), 0.0, -c * t) * np.ones_like(lam)
+        return np.where(tiny, null, num / np.where(tiny, 1.0, lam))
+
+
+@dataclass
+class KernelDynamics:
+    """Kernel gradient descent on the MSE with kernel ``k_train_train`` (N, N).
+
+    ``f_train(t, f0)`` and ``f_test(t, f0_train, f0_test, k_test_train)`` give the outputs
+    after time t (``discrete=False``: t ≥ 0 real, continuous time in units of the
+    learning rate) or after t steps (``discrete=True``); t may be an array (the result
+    then has a leading time axis).
+    """
+
+    k_train_train: Array
+    y_train: Array
+    learning_rate: float = 1.0
+    discrete: bool = False
+    evals: Array = field(init=False, repr=False)
+    evecs: Array = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        k = np.asarray(self.k_train_train, dtype=float)
+        y = np.asarray(self.y_train, dtype=float).reshape(-1)
+        if k.shape != (y.size, y.size):
+            raise ShapeError(f"k_train_train has shape {k.shape}, expected ({y.size}, {y.size})")
+        self.k_train_train, self.y_train = k, y
+        self.evals, self.evecs = np.linalg.eigh(0.5 * (k + k.T))
+
+    @property
+    def c(self) -> float:
+        return self.learning_rate / self.y_train.size
+
+    def _coeffs(self, t, f0_train) -> tuple[Array, bool]:
+        """diag(g) Vᵀ r_0 for each time: (len(t), N)."""
+        scalar = np.ndim(t) == 0
+        r0 = np.asarray(f0_train, dtype=float).reshape(-1) - self.y_train
+        g = _gain(self.evals, self.c, t, self.discrete)
+        return g * (self.evecs.T @ r0)[None, :], scalar
+
+    def f_train(self, t, f0_train) -> Array:
+        """f_t on the training inputs."""
+        a, scalar = self._coeffs(t, f0_train)
+        df = (a * np.maximum(self.evals, 0.0)[None, :]) @ self.evecs.T
+        out = np.asarray(f0_train, dtype=float).reshape(1, -1) + df
+        return out[0] if scalar else out
+
+    def f_test(self, t, f0_train, f0_test, k_test_train) -> Array:
+        """f_t on test inputs, given Θ(x_test, X_train) (M, N) and the test outputs f_0."""
+        a, scalar = self._coeffs(t, f0_train)
+        k = np.asarray(k_test_train, dtype=float)
+        df = (a @ self.evecs.T) @ k.T
+        out = np.asarray(f0_test, dtype=float).reshape(1, -1) + df
+        return out[0] if scalar else out
+
+
+def gradient_descent_mse(k_train_train: Array, y_train: Array, learning_rate: float = 1.0, *,
+                         discrete: bool = False):
+    """``predict_fn(t, fx_train_0=0., fx_test_0=None, k_test_train=None)``: the outputs of
+    kernel gradient descent on 1/(2N) Σ (f − y)² after time (or ``discrete``: steps) t,
+    on the train set, or ``(train, test)`` when test outputs are given (the signature of
+    ``neural_tangents.predict.gradient_descent_mse``, same loss normalisation)."""
+    dyn = KernelDynamics(k_train_train, y_train, learning_rate, discrete)
+
+    def predict_fn(t, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
+        f0 = np.broadcast_to(np.asarray(fx_train_0, dtype=float), dyn.y_train.shape)
+        train = dyn.f_train(t, f0)
+        if fx_test_0 is None:
+            return train
+        if k_test_train is None:
+            raise ValueError("k_test_train is needed for test predictions")
+        f0t = np.broadcast_to(np.asarray(fx_test_0, dtype=float), (np.shape(k_test_train)[0],))
+        return train, dyn.f_test(t, f0, f0t, k_test_train)
+
+    return predict_fn
+
+
+def kernel_gd(k_train_train: Array, y_train: Array, f0_train: Array, learning_rate: float, steps: int,
+              k_test_train: Array | None = None, f0_test: Array | None = None) -> tuple[Array, Array | None]:
+    """Kernel gradient descent iterated step by step (the reference for the closed form):
+    f_{k+1} = f_k − (η/N) Θ(·, X)(f_k(X) − y).  Returns (steps+1, N) and (steps+1, M)."""
+    y = np.asarray(y_train, float).reshape(-1)
+    c = learning_rate / y.size
+    f = np.asarray(f0_train, float).reshape(-1).copy()
+    ft = None if f0_test is None else np.asarray(f0_test, float).reshape(-1).copy()
+    out, out_t = [f.copy()], [None if ft is None else ft.copy()]
+    for _ in range(steps):
+        r = f - y
+        if ft is not None:
+            ft = ft - c * np.asarray(k_test_train) @ r
+        f = f - c * np.asarray(k_train_train) @ r
+        out.append(f.copy())
+        out_t.append(None if ft is None else ft.copy())
+    return np.asarray(out), (None if ft is None else np.asarray(out_t))
+
+
+# -------------------------------------------------------------------------------------
+# finite networks against the kernel
+# -------------------------------------------------------------------------------------
+
+@dataclass
+class TrainingComparison:
+    """Gaps between finite networks trained by gradient descent and kernel gradient descent
+    with the limiting NTK, driven by the same f_0.
+
+    ``gap_train``/``gap_test`` (widths × seeds): ‖Δf_net − Δf_ker‖/‖Δf_ker‖ after ``steps``
+    steps on the train/test inputs (Δf = f_T − f_0); ``slope``: log-log slopes of their
+    means over seeds.  ``curves[width]`` holds, for the first seed, the trajectories
+    (steps, Δf_net on test, Δf_ker on test, Δf_net on train, Δf_ker on train).
+    """
+
+    program: str
+    widths: Array
+    seeds: tuple[int, ...]
+    steps: int
+    learning_rate: float
+    gap_train: Array
+    gap_test: Array
+    curves: dict[int, tuple[Array, Array, Array, Array, Array]] = field(repr=False, default_factory=dict)
+    slope: dict[str, float] = field(default_factory=dict)
+    slope_stderr: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from .finite.convergence import fit_slope
+        rng = np.random.default_rng(0)
+        for kind, g in (("train", self.gap_train), ("test", self.gap_test)):
+            self.slope[kind] = fit_slope(self.widths, g.mean(axis=1))[0] if len(self.widths) > 1 else math.nan
+            S = g.shape[1]
+            boots = [fit_slope(self.widths, g[:, rng.integers(0, S, S)].mean(axis=1))[0] for _ in range(200)] \
+                if S > 1 and len(self.widths) > 1 else [math.nan, math.nan]
+            self.slope_stderr[kind] = float(np.std(boots, ddof=1))
+
+    def mean(self, kind: str = "test") -> Array:
+        return (self.gap_train if kind == "train" else self.gap_test).mean(axis=1)
+
+    def spread(self, kind: str = "test") -> Array:
+        g = self.gap_train if kind == "train" else self.gap_test
+        return g.std(axis=1, ddof=1) if g.shape[1] > 1 else np.zeros(len(self.widths))
+
+    def rows(self) -> list[dict]:
+        return [{"width": int(n), "train_mean": float(self.mean("train")[i]), "train_std": float(self.spread("train")[i]),
+                 "test_mean": float(self.mean("test")[i]), "test_std": float(self.spread("test")[i])}
+                for i, n in enumerate(self.widths)]
+
+    def table(self) -> str:
+        lines = [f"{self.program}: gradient descent ({self.steps} steps, learning rate {self.learning_rate:.4g}) "
+                 f"vs kernel gradient descent with the limiting NTK, {len(self.seeds)} seed(s) per width",
+                 f"{'width':>7}  {'train mean':>12}  {'train std':>10}  {'test mean':>12}  {'test std':>10}"]
+        for r in self.rows():
+            lines.append(f"{r['width']:>7}  {r['train_mean']:>12.4e}  {r['train_std']:>10.2e}"
+                         f"  {r['test_mean']:>12.4e}  {r['test_std']:>10.2e}")
+        lines.append(f"log-log slope: train {self.slope['train']:+.3f} ± {self.slope_stderr['train']:.3f}, "
+                     f"test {self.slope['test']:+.3f} ± {self.slope_stderr['test']:.3f}   (expected -0.5)")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def plot(self, axes=None, point: int = 0):
+        """Two panels: Δf_t on test input ``point`` for each width (solid: network,
+        dashed: kernel driven by the same f_0), and the gap against width (log-log)."""
+        import matplotlib.pyplot as plt
+        if axes is None:
+            _, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        ax0, ax1 = axes
+        for w, (steps, dnet, dker, _, _) in sorted(self.curves.items()):
+            line, = ax0.plot(steps, dnet[:, point], lw=1.2, label=f"n = {w}")
+            ax0.plot(steps, dker[:, point], ls="--", lw=1, color=line.get_color())
+        ax0.set_xlabel("gradient descent step")
+        ax0.set_ylabel(rf"$f_t(x_{{{point}}}) - f_0(x_{{{point}}})$ (test)")
+        ax0.set_title("network (solid) vs kernel GD (dashed)")
+        ax0.legend(fontsize=8)
+        w = self.widths.astype(float)
+        for kind in ("train", "test"):
+            ax1.errorbar(w, self.mean(kind), yerr=self.spread(kind), marker="o", capsize=3,
+                         label=f"{kind} (slope {self.slope[kind]:+.2f})")
+        ax1.plot(w, self.mean("test")[0] * (w / w[0]) ** -0.5, color="gray", ls="--", lw=1, label=r"$\propto n^{-1/2}$")
+        ax1.set_xscale("log")
+        ax1.set_yscale("log")
+        ax1.set_xlabel("width n")
+        ax1.set_ylabel("relative gap after training")
+        ax1.set_title(self.program)
+        ax1.legend(fontsize=8)
+        ax1.figure.tight_layout()
+        return axes
+
+
+def compare_training(program: Program, x_train, y_train, x_test, widths: Sequence[int] = (64, 256, 1024),
+                     seeds: int | Iterable[int] = 4, *, steps: int = 100, learning_rate: float | None = None,
+                     lengths_train=None, lengths_test=None, output: str | None = None,
+                     limit_train=None, limit_test_train=None, progress: bool | None = None,
+                     **limit_kw) -> TrainingComparison:
+    """Train finite networks of each width (``seeds`` draws each) by full-batch gradient
+    descent on 1/(2N) Σ (f − y)², and compare f_T − f_0 with discrete kernel gradient
+    descent with the limiting NTK driven by the network's own f_0.
+
+    ``learning_rate``: η (default 0.5 · N / λ_max(Θ), half the largest stable step of the
+    kernel dynamics' fastest mode).  ``limit_train``/``limit_test_train``: the limiting
+    NTK Θ(X, X) and Θ(x_test, X) if already computed (else ``tp.kernels(..., **limit_kw)``).
+    """
+    from .finite import sample, train
+    from .finite.convergence import _progress, width_seed
+    from .limit import kernels as limit_kernels
+
+    seeds = tuple(range(seeds)) if isinstance(seeds, (int, np.integer)) else tuple(int(s) for s in seeds)
+    widths = np.asarray(sorted(int(w) for w in widths))
+    y = np.asarray(y_train, dtype=float).reshape(-1)
+    if limit_train is None:
+        limit_train = limit_kernels(program, x_train, get="ntk", output=output, lengths1=lengths_train, **limit_kw)
+    if limit_test_train is None:
+        limit_test_train = limit_kernels(program, x_test, x_train, get="ntk", output=output,
+                                         lengths1=lengths_test, lengths2=lengths_train, **limit_kw)
+    dyn = KernelDynamics(limit_train, y, 1.0, discrete=True)
+    if learning_rate is None:
+        learning_rate = 0.5 * y.size / dyn.evals.max()
+    dyn.learning_rate = float(learning_rate)
+    gap_tr = np.zeros((len(widths), len(seeds)))
+    gap_te = np.zeros((len(widths), len(seeds)))
+    curves = {}
+    rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    with _progress(len(widths) * len(seeds), f"{program.name} training", progress) as bar:
+        for i, n in enumerate(widths):
+            for j, s in enumerate(seeds):
+                net = sample(program, int(n), width_seed(s, n))
+                traj = train(net, x_train, y, learning_rate=learning_rate, steps=steps, x_test=x_test,
+                             lengths=lengths_train, lengths_test=lengths_test, output=output, inplace=True)
+                ker_tr = dyn.f_train(traj.steps, traj.f_train[0]) - traj.f_train[0]
+                ker_te = dyn.f_test(traj.steps, traj.f_train[0], traj.f_test[0], limit_test_train) - traj.f_test[0]
+                gap_tr[i, j] = rel(traj.df_train[-1], ker_tr[-1])
+                gap_te[i, j] = rel(traj.df_test[-1], ker_te[-1])
+                if j == 0:
+                    curves[int(n)] = (traj.steps, traj.df_test, ker_te, traj.df_train, ker_tr)
+                del net, traj
+                bar.update(1)
+    return TrainingComparison(program.name, widths, seeds, steps, float(learning_rate), gap_tr, gap_te, curves)
