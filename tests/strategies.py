@@ -21,8 +21,9 @@ Ops act on a pool of available vectors (indices are taken modulo the pool size):
 - ``("bias", i, b)``: ``pool[i] + b_b`` (biases are shared too);
 - ``("lincomb", i, j, a, c)``: ``a * pool[i] + c * pool[j]``;
 - ``("nonlin", k, i, pa, pb)``: ``φ_k(pool[i])`` (``pa``, ``pb``: abrelu's slopes);
-- ``("compose", k, l, i, b)``: ``φ_k(φ_l(pool[i]) (+ b_b))``, a composition (over two
-  Gaussian leaves with the bias; pool[i] or the nearest Gaussian vector before it);
+- ``("compose", k, l, i, b)``: ``φ_k(φ_l(pool[i]) (+ b_b))``, a composition (pool[i] or
+  the nearest Gaussian vector before it; the bias, a second Gaussian leaf, only where
+  two leaves are allowed);
 - ``("product", i, j)``: ``pool[i] * pool[j]``, at most one per program (so its factors
   are never products themselves).
 
@@ -31,24 +32,26 @@ the vectors no op has read are folded into the cell output by a LinComb sum, so 
 program always validates (no dangling node).
 
 Which integrals the evaluator needs depends on the program's shape.  The recipes keep
-them cheap (a few kernels a second) and free of Monte Carlo:
+them cheap (most kernels in milliseconds) and free of Monte Carlo:
 
 - a *kinked* recipe (``smooth=False``) draws from all nine nonlinearities (relu, erf,
-  gelu, sin, cos, abrelu(a, b), leaky_relu, abs, tanh) but applies them to Gaussian
-  vectors only (closed forms, Stein's lemma, or adaptive quadrature over <= 2 Gaussians)
-  and multiplies independent vectors or a Gaussian by itself;
-- a *smooth* recipe (``smooth=True``) draws from erf, gelu, sin, cos and tanh and may
-  also compose them once (``sin(erf(h))``, ``gelu(tanh(h) + b)``) and multiply
-  correlated vectors (``erf(h) * sin(h + b)``), when the argument depends on at most two
-  Gaussian leaves and only the new node reads it (its gradient is then a product
-  du ⊙ φ'(..) ⊙ ψ'(..) that the evaluator factorises; a sum or multiple of such gradients
-  is a LinComb it integrates whole, with its backward leaves: Monte Carlo).  Two leaves
-  per side make four Gaussians: the fixed Gauss-Hermite rule.
+  gelu, sin, cos, abrelu(a, b), leaky_relu, abs, tanh); compositions and correlated
+  products stay functions of one Gaussian leaf (``relu(erf(h))``, ``h * relu(h)``:
+  the polar rule over two Gaussians resolves kinks at a leaf's zero; kinked integrands
+  over more leaves go to Monte Carlo), and relu-like functions of sin or cos are not
+  composed (kinks away from the leaf's zero: the rule refines to 1025 nodes);
+- a *smooth* recipe (``smooth=True``) draws from erf, gelu, sin, cos and tanh; with
+  ``max_leaves=2`` (``recipes(four_gaussians=True)``) its compositions and correlated
+  products may depend on two leaves (``gelu(tanh(h) + b)``, ``erf(h) * sin(h + b)``):
+  integrals over four Gaussians, whose default adaptive rule (up to 33⁴ nodes) takes
+  ~20 s per kernel, so the tests run those programs with Gauss-Hermite (``nd_deg``).
 
-Left out, for time: kinked compositions (``relu(erf(h))``: the polar rule, ~1 s per
-expectation; ``relu(h + 0.5)``: minutes, the kink is not at a leaf's zero).  An op that
-does not fit is skipped.  The rare programs that still need Monte Carlo are discarded by
-the tests.
+Every composition (at most one per program: they cost the most) and correlated product
+must be read only by the new node, through unit coefficients: its gradient is then a
+product du ⊙ φ'(..) ⊙ ψ'(..) that the evaluator factorises (a sum or multiple of such
+gradients is a LinComb it integrates whole, with its backward leaves: Monte Carlo).  An
+op that does not fit is skipped.  The rare programs that still need Monte Carlo are
+discarded by the tests.
 """
 
 from __future__ import annotations
@@ -76,8 +79,9 @@ NONLINS = (
     ("abs", lambda h, a, b: tp.abs(h)),
     ("tanh", lambda h, a, b: tp.tanh(h)),
 )
-#: the smooth ones: a recipe drawn ``smooth`` uses only these, and may compose them
+#: the smooth ones: a recipe drawn ``smooth`` uses only these
 SMOOTH = tuple(f for f in NONLINS if f[0] in {"erf", "gelu", "sin", "cos", "tanh"})
+KINKED = {"relu", "abrelu", "leaky_relu", "abs"}
 
 N_MATRICES = 3
 N_BIASES = 3
@@ -99,6 +103,7 @@ class Recipe:
     T: int | None = None
     rec: int = 0  # matrix id of the recurrent matrix
     pool: str = "last"
+    max_leaves: int = 1  # Gaussian leaves of a composition or correlated product (0: none of them)
 
 
 # -- building -----------------------------------------------------------------------
@@ -127,6 +132,10 @@ class _Builder:
     def nonlin(self, k: int):
         table = SMOOTH if self.r.smooth else NONLINS
         return table[k % len(table)][1]
+
+    def label(self, k: int) -> str:
+        table = SMOOTH if self.r.smooth else NONLINS
+        return table[k % len(table)][0]
 
     def vec(self, x) -> Vec:
         """Write a pending sum as a node now, so that every pool entry is a node."""
@@ -172,7 +181,7 @@ class _Builder:
         """Whether a nonlinear function of these vectors keeps every integral, forward and
         backward, within four Gaussians: at most two leaves, and a chain that only the new
         node reads, through unit coefficients."""
-        if len(frozenset().union(*(self.leaves(n) for n in names))) > 2:
+        if len(frozenset().union(*(self.leaves(n) for n in names))) > self.r.max_leaves:
             return False
         for top in names:
             if self.p.consumers(top):
@@ -226,10 +235,13 @@ class _Builder:
             if not self.gaussian(x.name):  # the nearest Gaussian before it (pool[0] is one)
                 x = next(v for v in reversed(pool[:i % n]) if self.gaussian(v.name))
             inner = self.nonlin(l)(x, 0.3, 1.0)
-            if not self.r.smooth or self.has_composition:
+            if self.has_composition or not self.r.max_leaves:
                 return inner, [x]
-            if b is not None:  # a second Gaussian leaf
-                inner = self.vec(inner + self.bias(b))
+            if self.r.smooth:
+                if b is not None and self.r.max_leaves > 1:  # a second Gaussian leaf
+                    inner = self.vec(inner + self.bias(b))
+            elif self.label(k) in KINKED and self.label(l) in ("sin", "cos"):
+                return inner, [x]  # kinks where sin/cos vanish, away from the leaf's zero
             self.has_composition = True
             self.locked |= self.chain(inner.name)
             return self.nonlin(k)(inner, 0.3, 1.0), [x]
@@ -243,7 +255,7 @@ class _Builder:
             elif x.name == y.name:
                 if not self.gaussian(x.name):
                     return None
-            elif not self.r.smooth or not self.composable([x.name, y.name]):
+            elif not self.composable([x.name, y.name]):
                 return None
             else:
                 self.locked |= self.chain(x.name) | self.chain(y.name)
@@ -306,26 +318,32 @@ nonlin_id = st.integers(0, len(NONLINS) - 1)
 mat_id = st.integers(0, N_MATRICES - 1)
 bias_id = st.integers(0, N_BIASES - 1)
 
-compose = st.tuples(st.just("compose"), nonlin_id, nonlin_id, idx, st.none() | bias_id)
 ops = st.one_of(
     st.tuples(st.just("matmul"), mat_id, idx, st.none() | bias_id),
     st.tuples(st.just("dense"), nonlin_id, mat_id, idx, st.none() | bias_id),
     st.tuples(st.just("bias"), idx, bias_id),
     st.tuples(st.just("lincomb"), idx, idx, coeffs, coeffs),
     st.tuples(st.just("nonlin"), nonlin_id, idx, slopes, slopes),
-    compose,
-    compose,  # twice as likely: compositions over two leaves are the 4-Gaussian integrals
+    st.tuples(st.just("compose"), nonlin_id, nonlin_id, idx, st.none() | bias_id),
     st.tuples(st.just("product"), idx, idx),
 )
 
 
 @st.composite
-def recipes(draw, sequence: bool = False) -> Recipe:
-    """Feed-forward recipes of 1-5 ops, or sequence recipes (T = 2..3) of 1-3 ops."""
-    n_ops = draw(st.integers(1, 3 if sequence else 5))
+def recipes(draw, sequence: bool = False, four_gaussians: bool = False) -> Recipe:
+    """Feed-forward recipes of 1-5 ops, or sequence recipes (T = 2..3) of 1-3 ops without
+    compositions or correlated products (their quadratures, repeated over time steps,
+    would dominate the tests' time).
+
+    ``four_gaussians``: smooth recipes of 1-3 ops, whose compositions and correlated
+    products may depend on two Gaussian leaves (integrals over four Gaussians), starting
+    with such a composition."""
+    n_ops = draw(st.integers(1, 3 if sequence or four_gaussians else 5))
+    first = (draw(st.tuples(st.just("compose"), nonlin_id, nonlin_id, idx, bias_id)),) if four_gaussians else ()
     return Recipe(
-        ops=tuple(draw(ops) for _ in range(n_ops)),
-        smooth=draw(st.booleans()),
+        ops=first + tuple(draw(ops) for _ in range(n_ops - len(first))),
+        smooth=four_gaussians or draw(st.booleans()),
+        max_leaves=2 if four_gaussians else 0 if sequence else 1,
         u_std=draw(stds),
         in_bias=draw(st.none() | bias_id),
         mat_std=tuple(draw(stds) for _ in range(N_MATRICES)),
@@ -338,6 +356,24 @@ def recipes(draw, sequence: bool = False) -> Recipe:
         rec=draw(mat_id),
         pool=draw(st.sampled_from(["last", "mean"])) if sequence else "last",
     )
+
+
+@st.composite
+def chains(draw) -> Recipe:
+    """Fully connected chains, φ_0(U ξ (+ b)) -> φ_1(W_1 x (+ b)) -> ..., every parameter used
+    once, any of the nine nonlinearities: the programs ``engine="auto"`` evaluates with the
+    fused fast path (:mod:`tpkernel.limit.fused`)."""
+    depth = draw(st.integers(0, N_MATRICES))
+    biases = draw(st.permutations(range(N_BIASES)))
+    use = [draw(st.booleans()) for _ in range(depth + 1)]
+    ops = (("nonlin", draw(nonlin_id), 0, draw(slopes), draw(slopes)),)
+    ops += tuple(("dense", draw(nonlin_id), m, -1, biases[m + 1] if m + 1 < N_BIASES and use[m + 1] else None)
+                 for m in range(depth))
+    return Recipe(
+        ops=ops, smooth=False, u_std=draw(stds), in_bias=biases[0] if use[0] else None,
+        mat_std=tuple(draw(stds) for _ in range(N_MATRICES)), mat_t=(False,) * N_MATRICES,
+        bias_std=tuple(draw(stds) for _ in range(N_BIASES)), v_std=draw(stds),
+        v_lr=draw(st.sampled_from([1.0, 0.5, 2.0])), b_std=draw(st.none() | stds))
 
 
 # -- data -------------------------------------------------------------------------------

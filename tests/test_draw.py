@@ -164,18 +164,8 @@ def test_forward_row_above_backward_row(name):
 
 
 def test_pruned_matrices_are_marked():
-    @dataclass(frozen=True)
-    class MaskedMatrix(Matrix):
-        mask: object = None
-
-    @dataclass(frozen=True)
-    class MaskedInput(InputLayer):
-        mask: object = None
-
     p = tp.examples.get("mlp")
-    nodes = [MaskedMatrix(n.name, n.std, n.lr, mask="M") if n.name == "W2" else
-             MaskedInput(n.name, n.std, n.lr, mask="M") if n.name == "U" else n for n in p]
-    q = Program.from_nodes("pruned", nodes)
+    q = tp.pruning.prune(p, 0.5, where=["W2", "U"])
     g = tp.draw(q, legend=True)
     s = summary(g)
     assert dict(s.dashed) == {"M⊙W²": 1} and s.labels["(M⊙U)ξ"] == 1

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tpkernel as tp
-from tpkernel.ir import Matrix
 from tpkernel.listing import ListingError, parse, parse_file, render
 
 import strategies as S
@@ -21,7 +20,6 @@ import strategies as S
 ROOT = Path(__file__).parent.parent
 BAD = sorted((Path(__file__).parent / "data" / "bad_listings").glob("*.tp"))
 EXAMPLES = ROOT / "examples"
-HAS_MASKS = "mask" in {f.name for f in dataclasses.fields(Matrix)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -60,7 +58,7 @@ lr_lists = st.lists(st.sampled_from([1.0, 0.5, 2.0, 0.125, 3.0]), min_size=1, ma
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(S.recipes(max_ops=6), lr_lists)
+@given(S.recipes(), lr_lists)
 def test_round_trip_random_programs(recipe, lrs):
     p = _with_lrs(S.build(recipe), lrs)
     q = parse(p.listing())
@@ -69,7 +67,7 @@ def test_round_trip_random_programs(recipe, lrs):
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
-@given(S.recipes(sequence=True, max_ops=3))
+@given(S.recipes(sequence=True))
 def test_round_trip_random_recurrent_programs(recipe):
     p = S.build(recipe)
     q = parse(p.listing())
@@ -170,8 +168,6 @@ def test_malformed_listing(path):
     """Each file starts with '# expect: KIND LINE:COLUMN message fragment'."""
     text = path.read_text()
     kind, line, col, fragment = re.match(r"# expect: (\w+) (\d+):(\d+) (.*)", text).groups()
-    if kind == "unsupported" and HAS_MASKS:
-        pytest.skip("the IR has masks now")
     with pytest.raises(ListingError) as info:
         parse(text)
     err = info.value
@@ -214,15 +210,7 @@ def test_example_files_are_the_builtin_examples(name, builtin):
     np.testing.assert_allclose(a.ntk, b.ntk, rtol=1e-13, atol=1e-15)
 
 
-@pytest.mark.skipif(HAS_MASKS, reason="the IR has masks now")
-def test_pruned_example_says_pruning_is_not_supported_yet():
-    with pytest.raises(ListingError, match="pruning not supported yet") as info:
-        parse_file(EXAMPLES / "pruned_mlp.tp")
-    assert (info.value.line, info.value.column, info.value.kind) == (9, 19, "unsupported")
-
-
-@pytest.mark.skipif(not HAS_MASKS, reason="the IR has no masks yet")
-def test_pruned_example_scales_the_ntk_by_q_cubed():  # pragma: no cover - once masks exist
+def test_pruned_example_scales_the_ntk_by_q_cubed():
     p = parse_file(EXAMPLES / "pruned_mlp.tp")
     dense = parse((EXAMPLES / "pruned_mlp.tp").read_text().replace(" mask=0.5", ""))
     x = np.random.default_rng(0).standard_normal((3, 4))
@@ -279,11 +267,6 @@ def test_cli_show_a_listing_file(capsys):
 
 def test_cli_bad_files_are_clear_errors(capsys, tmp_path):
     from tpkernel.cli import main
-    if not HAS_MASKS:
-        assert main(["show", str(EXAMPLES / "pruned_mlp.tp")]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("tpkernel: error: ") and "pruned_mlp.tp, line 9, column 19" in err
-        assert "pruning not supported yet" in err
     bad = tmp_path / "bad.tp"
     bad.write_text("data xi\ninput U\nh = U xi\nx = W h\nf = readout(x)\n")
     assert main(["kernel", str(bad), "--data", str(tmp_path / "x.npy")]) == 2

@@ -260,7 +260,7 @@ register(Family(
     "tanh", 1, lambda p, x: np.tanh(x), lambda p, i: get("dtanh"), lambda p, x: sympy.tanh(x),
     mean=lambda p, q: 0.0 * q, doc="tanh(x) (quadrature)"))
 register(Family(
-    "dtanh", 1, lambda p, x: 1 / np.cosh(x) ** 2, None, lambda p, x: 1 - sympy.tanh(x) ** 2,
+    "dtanh", 1, lambda p, x: 4 * np.exp(-2 * np.abs(x)) / (1 + np.exp(-2 * np.abs(x))) ** 2, None, lambda p, x: 1 - sympy.tanh(x) ** 2,
     doc="1 - tanh(x)² (quadrature)"))
 register(Family(
     "sigmoid", 1, lambda p, x: sps.expit(x), lambda p, i: get("dsigmoid"),

@@ -66,6 +66,8 @@ HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 USE_NUMBA = HAVE_NUMBA and os.environ.get("TPKERNEL_NUMBA", "1") != "0"
 #: elements per band of the NumPy path (a few MB per temporary)
 BAND = 1 << 18
+#: kernels smaller than this (N1·N2 elements) run on one thread
+SERIAL_BELOW = 1 << 19
 #: families with a fused quadrature kernel (code passed to the kernel)
 QUAD_FAMILIES = {"tanh": 0, "sigmoid": 1}
 
@@ -537,10 +539,27 @@ class _Run:
 
 def fused_kernels(program: Program, readout: Readout, sides, symmetric: bool, settings, wanted,
                   report, dtype="float64"):
-    """(nngp, ntk) arrays of a chain program, or None when ``program`` is not a chain."""
+    """(nngp, ntk) arrays of a chain program, or None when ``program`` is not a chain.
+
+    Below :data:`SERIAL_BELOW` elements the compiled kernels run on one thread: a parallel
+    launch and its barrier cost more than they save there (much more on a loaded machine)."""
     chain = chain_of(program, readout)
     if chain is None:
         return None
+    n1 = sides[0].n
+    n2 = n1 if symmetric else sides[1].n
+    if USE_NUMBA and n1 * n2 < SERIAL_BELOW:
+        import numba
+        prev = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return _fused_kernels(chain, program, sides, symmetric, settings, wanted, report, dtype)
+        finally:
+            numba.set_num_threads(prev)
+    return _fused_kernels(chain, program, sides, symmetric, settings, wanted, report, dtype)
+
+
+def _fused_kernels(chain: Chain, program: Program, sides, symmetric: bool, settings, wanted, report, dtype):
     ntk = "ntk" in wanted
     numba_ok = USE_NUMBA
     rules = [_Rules(L, ntk, numba_ok) for L in chain.layers]

@@ -86,7 +86,8 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
         return kernels_blockwise(program, x1, x2, get=get, chunks=chunks, output=output, lengths1=lengths1,
                                  lengths2=lengths2, quad_deg=quad_deg, quad_rule=quad_rule, quad_tol=quad_tol,
                                  nd_deg=nd_deg, mc_samples=mc_samples, seed=seed,
-                                 error_estimate=error_estimate, dtype=dtype, engine=engine)
+                                 error_estimate=error_estimate, dtype=dtype, engine=engine,
+                                 mask_exact_d=mask_exact_d, mask_samples=mask_samples)
     bw: Backward = backward(program, output) if "ntk" in wanted else None
     prog = bw.program if bw else program.validate()
     from ..backward import pick_readout
