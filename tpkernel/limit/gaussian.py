@@ -138,10 +138,11 @@ def adaptive(integral: Callable[[int], Array], start: int, tol: float, max_deg: 
     """
     deg = start
     val = integral(deg)
+    diff = float("inf")  # no second level yet: no estimate
     while True:
         nxt = 2 * deg - 1
         if nxt > max_deg:
-            return val, deg, float("inf") if deg == start else diff
+            return val, deg, diff
         new = integral(nxt)
         diff = float(np.max(np.abs(new - val) / np.maximum(1.0, np.abs(new)), initial=0.0))
         deg, val = nxt, new
