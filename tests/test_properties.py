@@ -35,17 +35,20 @@ estimates with standard error ~1e-3 cannot satisfy identities at 1e-10.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, reject, settings
 from hypothesis import strategies as st
 
 import tpkernel as tp
 from strategies import build, chains, inputs, recipes, sequences
 
-PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: 40 examples per property (~30 s for the file); TPKERNEL_PROPERTY_EXAMPLES=400 for a deeper run
+PROPERTY = settings(max_examples=int(os.environ.get("TPKERNEL_PROPERTY_EXAMPLES", 40)), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 SYM_TOL = {"closed": 1e-12, "quadrature": 1e-8}
 TOL = {"closed": 1e-10, "quadrature": 1e-8}
@@ -188,7 +191,14 @@ def test_four_gaussian_programs(recipe, seed):
     K = kernels(p, x, nd_deg=12)
     check_symmetric_psd(K)
     check_ntk_dominates_readout(K, recipe)
-    check_block(K, kernels(p, x[:n1], x[n1:], nd_deg=12), n1)
+    try:
+        K12 = kernels(p, x[:n1], x[n1:], nd_deg=12)
+    except tp.NumericalError as e:  # pinned by test_known_issue_gauss_hermite_cross_covariance
+        if "not positive semi-definite" not in str(e):
+            raise
+        event("known issue: |ρ| > 1 between the Gauss-Hermite cross-covariance and adaptive variances")
+        reject()
+    check_block(K, K12, n1)
 
 
 @PROPERTY
@@ -238,6 +248,21 @@ def test_sequences_permutation_equivariance(recipe, seed, n1, n2, rnd):
 
 
 # -- known issues (strict xfail: they fail today; remove the mark once fixed) ----------
+
+@pytest.mark.xfail(strict=True, raises=tp.NumericalError,
+                   reason="known issue: with nd_deg (Gauss-Hermite over 4 Gaussians), K(X1, X2) takes "
+                          "cross-covariances from the 12-node rule but variances from the adaptive 2-Gaussian "
+                          "rule; for correlated leaves (h + b and b) they disagree by more than |ρ| = 1")
+def test_known_issue_gauss_hermite_cross_covariance():
+    p = tp.Program("correlated_leaves")
+    xi = p.data("xi")
+    b = p.bias("b")
+    x = tp.erf(tp.erf(p.input_layer("U", std=0.5) @ xi + b) + b)  # leaves h + b and b
+    p.output(tp.tanh(p.matrix("W") @ x))
+    x = inputs(0, 5)
+    K = tp.kernels(p, x[:3], x[3:], nd_deg=12)  # NumericalError: ... (|ρ| = 1.05 > 1)
+    assert np.isfinite(K.ntk).all()
+
 
 def _relu_gelu_chain() -> tp.Program:
     p = tp.Program("relu_gelu")

@@ -19,20 +19,23 @@ the same numbers as the general evaluator up to the order of floating-point addi
 What makes it fast:
 
 - **one triangle** when x2 is x1: every array is symmetric, rows are processed in pairs
-  (i, N-1-i) so that both threads get the same work, and the lower triangle is mirrored once
-  at the end;
+  (i, N-1-i) so that both threads get the same work, and the readout's pass mirrors each
+  tile of the upper triangle onto the lower one as it writes it;
 - **one pass per layer**, in place: C, the closed forms of φ and φ', and the NTK update are one
   fused loop (numba, ``parallel=True``, both cores), with no temporaries;
 - **one angle per element**: θ = atan2(√(q q' − C²), C) is shared by the ReLU kernel (J1) and
   the step kernel (J0); J1(−C) is only computed for leaky/abs ReLUs whose coefficient needs it;
-- a **vectorisable atan2** (:func:`atan2_pos`): fdlibm's reduction and polynomial written
-  without branches, ≤ 2 ulp from ``np.arctan2`` (measured in the tests), about 6 ns per
-  element instead of ~40 ns for libm's scalar atan2 from compiled code;
+- a **vectorisable atan2** (``_fused_jit.atan2_pos``, stated in Python as :func:`atan2_pos_py`):
+  fdlibm's reduction and polynomial written without branches, ≤ 2 ulp from ``np.arctan2``
+  (measured in the tests), about 6 ns per element instead of ~40 ns for libm's scalar atan2
+  from compiled code;
 - the **Gram matrix** of the inputs by one BLAS call (``x @ x.T`` is a symmetric rank-k
   update when x2 is x1);
 - tanh and sigmoid by **quadrature in one pass**: E[φφ'] and E[φ'φ'] share every evaluation
   (tanh' = 1 − tanh²), and along the trapezoid grid exp(−2v) is a geometric sequence, so the
-  inner loop has no transcendental call at all (:func:`_quad_layer`).
+  inner loop has no transcendental call at all (``_fused_jit._quad_layer``);
+- below :data:`SERIAL_BELOW` elements the kernels run on one thread (a parallel launch costs
+  more than it saves there).
 
 Precision: float64 throughout.  ``dtype="float32"`` stores K and T (and computes the Gram
 matrix) in float32 but evaluates every element in float64 registers (the closed forms, the
@@ -40,8 +43,9 @@ angle, and the NTK's Horner update), rounding once per layer.
 
 Without numba (``TPKERNEL_NUMBA=0`` or not installed) the same recursion runs in NumPy over
 bands of rows of the triangle (:data:`BAND` elements at a time, so temporaries stay small),
-with the registry's own pair rules: then the numbers equal the general evaluator's bit for
-bit in the closed-form layers.  Any program that is not a chain goes to the general evaluator.
+with the registry's own pair rules: then the closed-form layers compute the general
+evaluator's numbers bit for bit, and the NTK differs only by the order of its additions.  Any
+program that is not a chain goes to the general evaluator.
 """
 
 from __future__ import annotations
