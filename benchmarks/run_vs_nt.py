@@ -251,10 +251,15 @@ def bench_rnn(reps: int, n: int = 200, T: int = 8, d: int = 10) -> dict:
 # -- 5. empirical NTK -------------------------------------------------------------------
 
 def bench_empirical() -> str:
-    res = subprocess.run([sys.executable, str(HERE / "bench_empirical_ntk.py")], capture_output=True, text=True)
-    out = (res.stdout or "") + ("" if res.returncode == 0 else f"\n(exit {res.returncode}) {res.stderr[-500:]}")
-    print(out, flush=True)
-    return out.strip()
+    """Library defaults (every BLAS / XLA thread), then one thread each."""
+    outs = []
+    for extra in ([], ["--threads", "1"]):
+        res = subprocess.run([sys.executable, str(HERE / "bench_empirical_ntk.py"), "--reps", "21", *extra],
+                             capture_output=True, text=True)
+        out = (res.stdout or "") + ("" if res.returncode == 0 else f"\n(exit {res.returncode}) {res.stderr[-500:]}")
+        print(out, flush=True)
+        outs.append(out.strip())
+    return "\n\n".join(outs)
 
 
 # -- 6. scaling ---------------------------------------------------------------------------
@@ -357,9 +362,9 @@ def machine() -> str:
 def report(args, info, fc, first, tanh, rnn, emp, scaling, memory, blocks_out, load0, load1) -> str:
     L = [f"# Benchmarks: tpkernel vs neural-tangents\n",
          f"Machine: {machine()}; neural-tangents {info.get('nt')} / jax {info.get('jax')} (CPU, float64 "
-         f"via jax_enable_x64, jit).  Load average (1/5/15 min) at start {load0}, at end {load1}: other "
-         "developers' jobs shared the 2 cores, so absolute times are inflated; the runner alternates the two "
-         "libraries call by call, so the ratios compare like with like.\n",
+         f"via jax_enable_x64, jit).  Load average (1/5/15 min) at start {load0}, at end {load1} (the "
+         "benchmark itself accounts for 1-2; more means other jobs shared the cores and inflated absolute "
+         "times); the runner alternates the two libraries call by call, so the ratios compare like with like.\n",
          f"Command: `python benchmarks/run_vs_nt.py {' '.join(sys.argv[1:])}`.  Medians of {args.reps} alternating "
          "calls after a warm-up; NNGP+NTK of [Dense(√2, 0.05) + φ] × L + Dense on inputs N × 784 "
          "(standard normal).\n"]

@@ -335,10 +335,10 @@ def recipes(draw, sequence: bool = False, four_gaussians: bool = False) -> Recip
     compositions or correlated products (their quadratures, repeated over time steps,
     would dominate the tests' time).
 
-    ``four_gaussians``: smooth recipes of 1-3 ops, whose compositions and correlated
+    ``four_gaussians``: smooth recipes of 1-2 ops, whose compositions and correlated
     products may depend on two Gaussian leaves (integrals over four Gaussians), starting
     with such a composition."""
-    n_ops = draw(st.integers(1, 3 if sequence or four_gaussians else 5))
+    n_ops = draw(st.integers(1, 2 if four_gaussians else 3 if sequence else 5))
     first = (draw(st.tuples(st.just("compose"), nonlin_id, nonlin_id, idx, bias_id)),) if four_gaussians else ()
     return Recipe(
         ops=first + tuple(draw(ops) for _ in range(n_ops - len(first))),

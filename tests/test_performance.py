@@ -2,8 +2,8 @@
 the vectorisable atan2, float32 mode, the blockwise dask evaluation (on a LocalCluster),
 and the memory bound of the fused path.  Timings live in benchmarks/, not here."""
 
-import math
 import tracemalloc
+import warnings
 
 import mpmath
 import numpy as np
@@ -252,3 +252,13 @@ def test_blockwise_on_a_local_cluster():
             V = blocks.compute(tp.kernels(p, x, chunks=ch), progress=True)
             ref = tp.kernels(p, x)
             assert rel(V.nngp, ref.nngp) <= 1e-12 and rel(V.ntk, ref.ntk) <= 1e-12
+
+
+def test_non_finite_kernels_are_an_error(numba_mode):
+    """An overflowing chain is refused, as by the general evaluator (never a silent inf/NaN)."""
+    x1 = np.random.default_rng(13).standard_normal((6, 3)) * 1e100  # q q' overflows in layer 2
+    for engine in ("auto", "reference"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(tp.NumericalError):
+                tp.kernels(tp.examples.mlp(3, "relu", w_std=1e60), x1, engine=engine)

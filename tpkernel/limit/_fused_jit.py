@@ -314,3 +314,145 @@ def _mirror(A):
             for i in range(bi * B, min(n, bi * B + B)):
                 for j in range(bj * B, min(i, bj * B + B)):
                     A[i, j] = A[j, i]
+
+
+# -- the whole chain, row by row ----------------------------------------------------------
+# A row of K and T stays in cache while every layer updates it (one pass over memory instead
+# of one per layer), then the readout transform; the diagonal runs through the same element
+# formulas first (_diag_chain), so that q_i = C[i, i] to the last bit.  P[l] holds layer l's
+# (a, β, λ, μ, p1, p2, α², kind): kind 0 = abrelu(p1, p2), 1 = erf (derivative gauss(p1, p2)),
+# 2 = identity.
+
+@njit(inline="always", error_model="numpy")
+def _el_arccos(k, qi, qj, a, beta, cpos, cneg, ntk):
+    c = a * k + beta
+    s = math.sqrt(max(qi * qj - c * c, 0.0))
+    th = atan2_pos(s, c)
+    kn = cpos * ((s + (PI - th) * c) * INV_TWO_PI)
+    thm = 0.0
+    if cneg != 0.0:
+        thm = atan2_pos(s, -c)
+        kn = kn - cneg * ((s + (PI - thm) * (-c)) * INV_TWO_PI)
+    kd = 0.0
+    if ntk:
+        pos = (qi > 0.0) & (qj > 0.0)
+        kd = cpos * ((PI - th) * INV_TWO_PI if pos else 0.0)
+        if cneg != 0.0:
+            kd = kd + cneg * ((PI - thm) * INV_TWO_PI if pos else 0.0)
+    return kn, kd
+
+
+@njit(inline="always", error_model="numpy")
+def _el_erf(k, qi, qj, a, beta, g2, gb, b4, ntk):
+    c = a * k + beta
+    kn = (2 / PI) * asin_fast(2 * c / math.sqrt((1 + 2 * qi) * (1 + 2 * qj)))
+    kd = 0.0
+    if ntk:
+        det = (1 - 2 * gb * qi) * (1 - 2 * gb * qj) - b4 * c * c
+        kd = g2 / math.sqrt(det)
+    return kn, kd
+
+
+@njit(**_jit)
+def _row_layer(Ki, Ti, qi, q2, a, beta, lam, mu, p1, p2, al2, kind, first, ntk):
+    if kind == 0:
+        cpos = p2 * p2 + p1 * p1
+        cneg = p1 * p2 + p2 * p1
+        for j in range(Ki.shape[0]):
+            k = Ki[j] * 1.0
+            kn, kd = _el_arccos(k, qi, q2[j], a, beta, cpos, cneg, ntk)
+            Ki[j] = al2 * kn
+            if ntk:
+                t = lam * k + mu
+                if not first:
+                    t = a * Ti[j] + t
+                Ti[j] = t * (al2 * kd)
+    elif kind == 1:
+        g2 = p1 * p1
+        b4 = 4 * p2 * p2
+        for j in range(Ki.shape[0]):
+            k = Ki[j] * 1.0
+            kn, kd = _el_erf(k, qi, q2[j], a, beta, g2, p2, b4, ntk)
+            Ki[j] = al2 * kn
+            if ntk:
+                t = lam * k + mu
+                if not first:
+                    t = a * Ti[j] + t
+                Ti[j] = t * (al2 * kd)
+    else:
+        for j in range(Ki.shape[0]):
+            k = Ki[j] * 1.0
+            c = a * k + beta
+            Ki[j] = c
+            if ntk:
+                t = lam * k + mu
+                if not first:
+                    t = a * Ti[j] + t
+                Ti[j] = t
+
+
+@njit(**_jit)
+def _diag_chain(kdiag, P, Q, ntk):
+    """Q[l, i] = a_l K_{l-1}[i, i] + β_l through the same element formulas as the rows
+    (``kdiag`` has K's dtype, so that float32 storage rounds the same way)."""
+    n = kdiag.shape[0]
+    for l in range(P.shape[0]):
+        a, beta, p1, p2, al2, kind = P[l, 0], P[l, 1], P[l, 4], P[l, 5], P[l, 6], int(P[l, 7])
+        for i in range(n):
+            k = kdiag[i] * 1.0
+            q = a * k + beta
+            Q[l, i] = q
+            if kind == 0:
+                kn, kd = _el_arccos(k, q, q, a, beta, p2 * p2 + p1 * p1, p1 * p2 + p2 * p1, False)
+                kdiag[i] = al2 * kn
+            elif kind == 1:
+                kn, kd = _el_erf(k, q, q, a, beta, p1 * p1, p2, 4 * p2 * p2, False)
+                kdiag[i] = al2 * kn
+            else:
+                kdiag[i] = q
+
+
+@njit(parallel=True, **_jit)
+def _chain(K, T, Q1, Q2, P, ntk, sym, v_var, o_var, v_ntk, o_ntk, rowcheck):
+    """Every layer of a chain and the readout, row by row (upper triangle when ``sym``);
+    ``rowcheck[i]`` is NaN when row i has a non-finite entry (Σ 0·x, a vectorised test)."""
+    n1, n2 = K.shape
+    npairs = (n1 + 1) // 2 if sym else n1
+    L = P.shape[0]
+    for r in prange(npairs):
+        for second in range(2 if sym else 1):
+            i = n1 - 1 - np.int64(r) if second == 1 else np.int64(r)
+            if second == 1 and i == r:
+                continue
+            j0 = i if sym else 0
+            Ki = K[i, j0:]
+            Ti = T[i, j0:] if ntk else T[0, :0]
+            for l in range(L):
+                _row_layer(Ki, Ti, Q1[l, i], Q2[l, j0:], P[l, 0], P[l, 1], P[l, 2], P[l, 3], P[l, 4],
+                           P[l, 5], P[l, 6], int(P[l, 7]), l == 0, ntk)
+            z = 0.0
+            for j in range(Ki.shape[0]):
+                k = Ki[j] * 1.0
+                if ntk:
+                    tn = v_var * Ti[j] + v_ntk * k + o_ntk
+                    Ti[j] = tn
+                    z += 0.0 * tn
+                kn = v_var * k + o_var
+                Ki[j] = kn
+                z += 0.0 * kn
+            rowcheck[i] = z
+
+
+@njit(parallel=True, **_jit)
+def _mirror2(K, T, ntk):
+    """Copy the upper triangle of K (and T) onto the lower one, in cache-sized tiles."""
+    n = K.shape[0]
+    B = 64
+    nb = (n + B - 1) // B
+    for bi in prange(nb):
+        for bj in range(bi + 1):
+            for i in range(bi * B, min(n, bi * B + B)):
+                for j in range(bj * B, min(i, bj * B + B)):
+                    K[i, j] = K[j, i]
+                    if ntk:
+                        T[i, j] = T[j, i]

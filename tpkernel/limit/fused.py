@@ -25,6 +25,10 @@ What makes it fast:
   fused loop (numba, ``parallel=True``, both cores), with no temporaries;
 - **one angle per element**: θ = atan2(√(q q' − C²), C) is shared by the ReLU kernel (J1) and
   the step kernel (J0); J1(−C) is only computed for leaky/abs ReLUs whose coefficient needs it;
+- **the whole chain per row** when every layer has a compiled closed form (ReLU family, erf,
+  identity): one kernel runs all layers and the readout on a row of K and T while it sits in
+  cache (``_fused_jit._chain``), then one tiled pass mirrors the triangle; the diagonal goes
+  first through the same element formulas, so that q_i equals C[i, i] to the last bit;
 - a **vectorisable atan2** (``_fused_jit.atan2_pos``, stated in Python as :func:`atan2_pos_py`):
   fdlibm's reduction and polynomial written without branches, ≤ 2 ulp from ``np.arctan2``
   (measured in the tests), about 6 ns per element instead of ~40 ns for libm's scalar atan2
@@ -274,14 +278,18 @@ def asin_np(x: np.ndarray) -> np.ndarray:
 # the driver
 # ---------------------------------------------------------------------------------
 
+def _mirror_block(blk: np.ndarray) -> None:
+    """Upper triangle → lower triangle of a square block, in place."""
+    low = np.tril_indices(blk.shape[0], -1)
+    blk[low] = blk.T[low]
+
+
 def _mirror_np(A: np.ndarray) -> None:
     n = A.shape[0]
     B = 256
     for i0 in range(0, n, B):
         i1 = min(n, i0 + B)
-        blk = A[i0:i1, i0:i1]
-        low = np.tril_indices(i1 - i0, -1)
-        blk[low] = blk.T[low]
+        _mirror_block(A[i0:i1, i0:i1])
         A[i1:, i0:i1] = A[i0:i1, i1:].T
 
 
@@ -353,8 +361,10 @@ class _Run:
     def _quadrature(self, integral, what: str):
         """The general evaluator's rule: adaptive to quad_tol, or quad_deg fixed."""
         s = self.s
+        converged = None
         if s.quad_deg is None:
             val, deg, err = gaussian.adaptive(integral, 65, s.quad_tol, s.max_deg)
+            converged = err <= s.quad_tol
         else:
             deg = s.quad_deg
             val = integral(deg)
@@ -362,7 +372,8 @@ class _Run:
             if s.error_estimate:
                 from .moments import _lower
                 err = float(np.max(np.abs(val - integral(_lower(deg)))))
-        self.report.quadrature.append({"dim": 2, "deg": deg, "rule": s.quad_rule, "what": what, "error": err})
+        self.report.quadrature.append({"dim": 2, "deg": deg, "rule": s.quad_rule, "what": what, "error": err,
+                                       "converged": converged})
         return val
 
     def diag_layer(self, rules: _Rules, q: np.ndarray, what: str) -> np.ndarray:
@@ -405,6 +416,10 @@ class _Run:
         for i0 in range(0, n1, rows):
             i1 = min(n1, i0 + rows)
             j0 = i0 if self.sym else 0
+            if self.sym:  # a compiled layer before may have left this block's lower part stale
+                _mirror_block(K[i0:i1, i0:i1])
+                if ntk and not first:
+                    _mirror_block(T[i0:i1, i0:i1])
             k = K[i0:i1, j0:].astype(float, copy=False)
             c = L.a * k + L.beta
             qa, qb = q1[i0:i1, None], q2[None, j0:]
@@ -531,14 +546,13 @@ class _Run:
                 deg = 2 * deg - 1
             if keep_d is None:
                 keep_d = keep_k
-        results = {"k": keep_k, "d": keep_d}
-        self.report.quadrature.append({"dim": 2, "deg": results["k"][1], "rule": "trapezoid",
-                                       "what": f"{what}·{what}", "error": results["k"][2]})
-        if ntk:
-            self.report.quadrature.append({"dim": 2, "deg": results["d"][1], "rule": "trapezoid",
-                                           "what": f"d{what}·d{what}", "error": results["d"][2]})
-        _jit()._update(K, T, results["k"][0], results["d"][0] if ntk else results["k"][0], L.a, L.lam, L.mu,
-                rules.alpha2, first, ntk, self.sym)
+        adaptive = s.quad_deg is None  # as the general evaluator: only the adaptive rule can fall short
+        for name, (_, deg_used, err) in (("", keep_k), ("d", keep_d))[:2 if ntk else 1]:
+            self.report.quadrature.append({"dim": 2, "deg": deg_used, "rule": "trapezoid",
+                                           "what": f"{name}{what}·{name}{what}", "error": err,
+                                           "converged": (err <= s.quad_tol) if adaptive else None})
+        _jit()._update(K, T, keep_k[0], keep_d[0] if ntk else keep_k[0], L.a, L.lam, L.mu,
+                       rules.alpha2, first, ntk, self.sym)
 
 
 def fused_kernels(program: Program, readout: Readout, sides, symmetric: bool, settings, wanted,
@@ -561,6 +575,45 @@ def fused_kernels(program: Program, readout: Readout, sides, symmetric: bool, se
         finally:
             numba.set_num_threads(prev)
     return _fused_kernels(chain, program, sides, symmetric, settings, wanted, report, dtype)
+
+
+_ROW_KINDS = {"arccos": 0, "erf": 1, "identity": 2}
+
+
+def _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk: bool, symmetric: bool):
+    """Closed-form chains (ReLU family, erf, identity layers): one kernel runs every layer and
+    the readout on a row while it is in cache (``_fused_jit._chain``), then one tiled pass
+    mirrors the triangle and checks finiteness."""
+    J = _jit()
+    P = np.empty((len(layers), 8))
+    for l, (L, R) in enumerate(zip(layers, rules)):
+        if R.kind == "arccos":
+            p1, p2 = R.phi.params
+        elif R.kind == "erf":
+            p1, p2 = R.dphi.params if ntk else (1.0, -1.0)
+        else:
+            p1 = p2 = 0.0
+        P[l] = (L.a, L.beta, L.lam, L.mu, p1, p2, R.alpha2, _ROW_KINDS[R.kind])
+    n1, n2 = K.shape
+    if symmetric:
+        Q1 = np.empty((len(layers), n1))
+        J._diag_chain(np.diagonal(K).copy(), P, Q1, ntk)
+        Q2 = Q1
+    else:  # per-example variances as the general evaluator computes them (registry rules)
+        Q1, Q2 = np.empty((len(layers), n1)), np.empty((len(layers), n2))
+        for l, (L, R) in enumerate(zip(layers, rules)):
+            Q1[l] = L.a * kd1 + L.beta
+            Q2[l] = L.a * kd2 + L.beta
+            kd1 = run.diag_layer(R, Q1[l], f"φ{l + 1}")
+            kd2 = run.diag_layer(R, Q2[l], f"φ{l + 1}")
+    rowcheck = np.empty(n1)
+    J._chain(K, T, Q1, Q2, P, ntk, symmetric, chain.v_var, chain.o_var, chain.v_ntk, chain.o_ntk, rowcheck)
+    if symmetric:
+        J._mirror2(K, T, ntk)
+    if not np.all(np.isfinite(rowcheck)):
+        what = "NNGP" if not np.all(np.isfinite(K)) else "NTK"
+        raise NumericalError(f"the {what} of {program.name!r} is not finite (diverging expectation?)")
+    return K, (T if ntk else None)
 
 
 def _fused_kernels(chain: Chain, program: Program, sides, symmetric: bool, settings, wanted, report, dtype):
@@ -590,6 +643,8 @@ def _fused_kernels(chain: Chain, program: Program, sides, symmetric: bool, setti
     layers = list(chain.layers)
     f = layers[0]
     layers[0] = Layer(f.phi, f.alpha, f.a / d, f.beta, f.lam / d, f.mu)
+    if numba_ok and all(R.kind in _ROW_KINDS for R in rules):
+        return _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk, symmetric)
     for l, (L, R) in enumerate(zip(layers, rules)):
         what = f"φ{l + 1}"
         if symmetric:
