@@ -307,9 +307,12 @@ def test_two_argument_user_nonlinearity(nd_deg):
     default is now an adaptive rule whose error estimate is reported, with a warning when it
     does not reach the tolerance.)"""
     p, X = two_argument_user(), vectors()
-    K = tp.kernels(p, X) if nd_deg is None else tp.kernels(p, X, nd_deg=nd_deg)
-    if nd_deg is None:
+    if nd_deg is None:  # 33 trapezoid nodes per dimension fall short of quad_tol (tanh's poles): a warning
+        with pytest.warns(tp.AccuracyWarning, match="did not reach the tolerance"):
+            K = tp.kernels(p, X)
         assert all(q["error"] is not None for q in K.report.quadrature)
+    else:
+        K = tp.kernels(p, X, nd_deg=nd_deg)
     nngps, ntks = empirical_kernels(p, X, TWO_ARG_WIDTH, TWO_ARG_SEEDS, USER_FNS)
     tol = tolerance(TWO_ARG_WIDTH, TWO_ARG_SEEDS)
     e_nngp, e_ntk = rel_err(nngps.mean(0), K.nngp), rel_err(ntks.mean(0), K.ntk)

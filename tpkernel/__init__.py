@@ -9,7 +9,7 @@ from . import dynamics, examples, finite, nonlin
 from .backward import backward
 from .builder import (abrelu, abs, apply, cos, erf, exp, gaussian, gelu, leaky_relu,
                       power, relu, sigmoid, sin, softplus, swish, tanh)
-from .errors import (NotBPLikeError, NumericalError, ProgramError, ShapeError, TPKernelError,
+from .errors import (AccuracyWarning, NotBPLikeError, NumericalError, ProgramError, ShapeError, TPKernelError,
                      UnknownNonlinearityError)
 from .ir import Program
 from .limit import Kernels, kernels
@@ -27,7 +27,7 @@ __all__ = [
     "relu", "erf", "tanh", "gelu", "sin", "cos", "exp", "sigmoid", "softplus", "swish", "abrelu",
     "leaky_relu", "abs", "gaussian", "power", "apply",
     "TPKernelError", "ProgramError", "NotBPLikeError", "UnknownNonlinearityError", "ShapeError",
-    "NumericalError", "formulas",
+    "NumericalError", "AccuracyWarning", "formulas",
     "stax", "listing", "parse", "parse_file", "ListingError",
     "draw", "draw_sgd", "pruning", "Mask",
 ]

@@ -32,3 +32,9 @@ class ShapeError(TPKernelError):
 
 class NumericalError(TPKernelError):
     """Non-finite data, or a computation that cannot be done to the precision asked."""
+
+
+class AccuracyWarning(UserWarning):
+    """A kernel came back less accurate than asked: an adaptive quadrature stopped at
+    ``max_deg`` short of ``quad_tol``, or an expectation was estimated by Monte Carlo (its
+    standard error is in the message and in ``Kernels.report``)."""

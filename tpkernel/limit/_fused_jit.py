@@ -441,18 +441,3 @@ def _chain(K, T, Q1, Q2, P, ntk, sym, v_var, o_var, v_ntk, o_ntk, rowcheck):
                 Ki[j] = kn
                 z += 0.0 * kn
             rowcheck[i] = z
-
-
-@njit(parallel=True, **_jit)
-def _mirror2(K, T, ntk):
-    """Copy the upper triangle of K (and T) onto the lower one, in cache-sized tiles."""
-    n = K.shape[0]
-    B = 64
-    nb = (n + B - 1) // B
-    for bi in prange(nb):
-        for bj in range(bi + 1):
-            for i in range(bi * B, min(n, bi * B + B)):
-                for j in range(bj * B, min(i, bj * B + B)):
-                    K[i, j] = K[j, i]
-                    if ntk:
-                        T[i, j] = T[j, i]

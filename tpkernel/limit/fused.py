@@ -489,24 +489,15 @@ class _Run:
             _jit()._quad_layer(K, q1, q2, L.a, L.beta, self.sym, rules.code, ntk, t, w, wc, f1, d1,
                                KN, KC, DN, DC)
 
-        def rel_diff(A, B):
+        def max_diff(A, B, relative: bool) -> float:
+            """max |A − B| (over max(1, |A|) when ``relative``) over the computed part, by bands."""
             n1, n2 = A.shape
             rows = max(1, BAND // max(n2, 1))
             out = 0.0
             for i0 in range(0, n1, rows):
                 j0 = i0 if self.sym else 0
                 a, b = A[i0:i0 + rows, j0:], B[i0:i0 + rows, j0:]
-                d = np.abs(a - b) / np.maximum(1.0, np.abs(a))
-                out = max(out, float(np.max(np.triu(d) if self.sym else d, initial=0.0)))
-            return out
-
-        def abs_diff(A, B):
-            n1, n2 = A.shape
-            rows = max(1, BAND // max(n2, 1))
-            out = 0.0
-            for i0 in range(0, n1, rows):
-                j0 = i0 if self.sym else 0
-                d = np.abs(A[i0:i0 + rows, j0:] - B[i0:i0 + rows, j0:])
+                d = np.abs(a - b) / np.maximum(1.0, np.abs(a)) if relative else np.abs(a - b)
                 out = max(out, float(np.max(np.triu(d) if self.sym else d, initial=0.0)))
             return out
 
@@ -519,8 +510,8 @@ class _Run:
                 from .moments import _lower
                 kn, dn = KN.copy(), (DN.copy() if ntk else None)
                 run(_lower(deg), nested=False)
-                err_k = abs_diff(kn, KN)
-                err_d = abs_diff(dn, DN) if ntk else None
+                err_k = max_diff(kn, KN, relative=False)
+                err_d = max_diff(dn, DN, relative=False) if ntk else None
                 KN[...] = kn
                 if ntk:
                     DN[...] = dn
@@ -531,11 +522,11 @@ class _Run:
                 run(deg, nested=True)
                 last = 2 * deg - 1 > s.max_deg
                 if keep_k is None:
-                    dk = rel_diff(KN, KC)
+                    dk = max_diff(KN, KC, relative=True)
                     if dk <= s.quad_tol or last:
                         keep_k = [KN, deg, dk]
                 if ntk and keep_d is None:
-                    dd = rel_diff(DN, DC)
+                    dd = max_diff(DN, DC, relative=True)
                     if dd <= s.quad_tol or last:
                         keep_d = [DN, deg, dd]
                 if keep_k is not None and (not ntk or keep_d is not None):
@@ -609,7 +600,9 @@ def _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk: bool, 
     rowcheck = np.empty(n1)
     J._chain(K, T, Q1, Q2, P, ntk, symmetric, chain.v_var, chain.o_var, chain.v_ntk, chain.o_ntk, rowcheck)
     if symmetric:
-        J._mirror2(K, T, ntk)
+        J._mirror(K)
+        if ntk:
+            J._mirror(T)
     if not np.all(np.isfinite(rowcheck)):
         what = "NNGP" if not np.all(np.isfinite(K)) else "NTK"
         raise NumericalError(f"the {what} of {program.name!r} is not finite (diverging expectation?)")

@@ -17,13 +17,14 @@ that every example reaches; otherwise a :class:`ShapeError` says which.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..backward import Backward, backward, readout_scale
 from ..data import _as_array, _bind, _check_dims, _pool, max_steps  # noqa: F401  (shared with tpkernel.finite)
-from ..errors import NumericalError
+from ..errors import AccuracyWarning, NumericalError
 from ..ir import Program, Readout, mask_factor
 from .moments import Moments, Report, Settings, Side
 
@@ -151,6 +152,13 @@ def _finish(program: Program, nngp, ntk, report: Report, get, checked: bool = Fa
     for name, k in (("NNGP", nngp), ("NTK", ntk)):
         if k is not None and not checked and not np.all(np.isfinite(k)):
             raise NumericalError(f"the {name} of {program.name!r} is not finite (diverging expectation?)")
+    short = [line[len("WARNING: "):] for line in report.summary().splitlines() if line.startswith("WARNING")]
+    if report.monte_carlo:
+        se = max(m["se"] for m in report.monte_carlo)
+        short.append(f"{len(report.monte_carlo)} expectation(s) by Monte Carlo (standard error up to {se:.1e}; "
+                     "see .report.summary())")
+    if short:
+        warnings.warn(AccuracyWarning(f"kernels of {program.name!r}: " + "; ".join(short)), stacklevel=3)
     result = Kernels(nngp, ntk, report)
     if isinstance(get, str):
         return getattr(result, get)
