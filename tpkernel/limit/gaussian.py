@@ -150,27 +150,47 @@ def adaptive(integral: Callable[[int], Array], start: int, tol: float, max_deg: 
             return val, deg, diff
 
 
-def psd_sqrt(cov: Array, what: str = "covariance") -> Array:
-    """L with L Lᵀ = cov for a batch of PSD matrices (eigendecomposition: singular is fine)."""
+#: an eigen-direction whose variance is below this fraction of the largest is dropped by
+#: :func:`psd_sqrt` with ``reduce=True`` (the expectation changes by O(that variance))
+RANK_RTOL = 1e-13
+
+
+def psd_sqrt(cov: Array, what: str = "covariance", reduce: bool = False) -> Array:
+    """L with L Lᵀ = cov for a batch of PSD matrices (eigendecomposition: singular is fine).
+
+    ``reduce``: drop the eigen-directions that are negligible (< RANK_RTOL · the largest
+    eigenvalue) in every matrix of the batch, so that L is (..., D, r) with r the batch's
+    numerical rank: a shared bias read on both examples of a pair, or the same vector at
+    both, makes a D-variable integral an r-dimensional one."""
     lam, vec = np.linalg.eigh(cov)
     scale = np.maximum(np.abs(lam).max(axis=-1, keepdims=True), 1e-300)
     if np.any(lam < -1e-8 * scale):
         raise NumericalError(f"{what} is not positive semi-definite (eigenvalue {lam.min():.3g})")
-    return vec * np.sqrt(np.maximum(lam, 0.0))[..., None, :]
+    L = vec * np.sqrt(np.maximum(lam, 0.0))[..., None, :]
+    if reduce:  # eigh sorts ascending in every matrix: the dropped columns are the smallest ones
+        keep = np.any(lam > RANK_RTOL * scale, axis=tuple(range(lam.ndim - 1)))
+        keep[-1] = True
+        L = L[..., keep]
+    return L
 
 
-def expect_nd(F: Callable[[Sequence[Array]], Array], cov: Array, deg: int, rule: str = "hermite") -> Array:
-    """E[F(z)] for z ~ N(0, cov), cov of shape (..., D, D); F takes D arrays of shape (...)."""
+def expect_nd(F: Callable[[Sequence[Array]], Array], cov: Array, deg: int, rule: str = "hermite",
+              factor: Array | None = None) -> Array:
+    """E[F(z)] for z ~ N(0, cov), cov of shape (..., D, D); F takes D arrays of shape (...).
+
+    The tensor rule runs over the r = rank(cov) independent directions (``factor``: the
+    (..., D, r) square root of :func:`psd_sqrt` with ``reduce=True``, if already computed)."""
     D = cov.shape[-1]
-    L = psd_sqrt(cov)
+    L = psd_sqrt(cov, reduce=True) if factor is None else factor
+    r = L.shape[-1]
     t, w = nodes(deg, rule)
-    grids = np.stack(np.meshgrid(*([t] * D), indexing="ij"), axis=-1).reshape(-1, D)
-    weights = np.prod(np.stack(np.meshgrid(*([w] * D), indexing="ij"), axis=-1).reshape(-1, D), axis=-1)
+    grids = np.stack(np.meshgrid(*([t] * r), indexing="ij"), axis=-1).reshape(-1, r)
+    weights = np.prod(np.stack(np.meshgrid(*([w] * r), indexing="ij"), axis=-1).reshape(-1, r), axis=-1)
     batch = int(np.prod(cov.shape[:-2], dtype=np.int64)) or 1
     step = max(1, CHUNK // max(batch * D, 1))
     total = np.zeros(cov.shape[:-2])
     for start in range(0, len(grids), step):
-        pts = grids[start:start + step]  # (P, D)
+        pts = grids[start:start + step]  # (P, r)
         z = np.einsum("...ij,pj->p...i", L, pts)  # (P, ..., D)
         vals = F([z[..., i] for i in range(D)])  # (P, ...)
         total += np.tensordot(weights[start:start + step], vals, axes=(0, 0))
@@ -181,7 +201,7 @@ def expect_mc(F: Callable[[Sequence[Array]], Array], cov: Array, samples: int,
               rng: np.random.Generator) -> tuple[Array, Array]:
     """Monte Carlo E[F(z)], z ~ N(0, cov); returns (mean, standard error)."""
     D = cov.shape[-1]
-    L = psd_sqrt(cov)
+    L = psd_sqrt(cov, reduce=True)
     batch = int(np.prod(cov.shape[:-2], dtype=np.int64)) or 1
     step = max(1, CHUNK // max(batch * D, 1))
     s1 = np.zeros(cov.shape[:-2])
@@ -189,7 +209,7 @@ def expect_mc(F: Callable[[Sequence[Array]], Array], cov: Array, samples: int,
     done = 0
     while done < samples:
         m = min(step, samples - done)
-        eps = rng.standard_normal((m, D))
+        eps = rng.standard_normal((m, L.shape[-1]))
         z = np.einsum("...ij,pj->p...i", L, eps)
         vals = F([z[..., i] for i in range(D)])
         s1 += vals.sum(axis=0)

@@ -104,6 +104,22 @@ class Report:
         return "\n".join(lines) or "all expectations in closed form"
 
 
+#: the finest nested trapezoid grid per dimension for integrals over r >= 3 variables (written
+#: for r = 1, 2 too: a rank-deficient covariance of 3 or 4 variables): k^r nodes per element
+ND_MAX_DEG = {1: 1025, 2: 257, 3: 65, 4: 33}
+#: small batches may refine further while (elements × nodes) stays below this
+ND_BUDGET = 1 << 24
+
+
+def nd_max_deg(r: int, batch: int, max_deg: int) -> int:
+    """The finest grid for r dimensions: ND_MAX_DEG[r], or finer nested levels (2k − 1) while
+    batch · k^r <= ND_BUDGET (a few seconds), never beyond ``max_deg``."""
+    k = ND_MAX_DEG[r]
+    while 2 * k - 1 <= max_deg and max(batch, 1) * (2 * k - 1) ** r <= ND_BUDGET:
+        k = 2 * k - 1
+    return min(k, max_deg)
+
+
 def _lower(deg: int) -> int:
     """The degree the error estimate compares with."""
     return max(1, (3 * deg + 3) // 4)
@@ -529,11 +545,12 @@ class Moments:
                           kinked: bool = False):
         """E[F(z)], z ~ N(0, cov) with cov (..., D, D): the rule for D Gaussians, recorded in
         the report.  D <= 2: the polar rule if F has kinks (``kinked``), else ``quad_rule``,
-        refined to ``quad_tol``; D = 3, 4: the nested
-        trapezoid rule refined from 17 to 33 (D = 4) or 65 (D = 3) nodes per dimension with
-        its error estimate (or Gauss-Hermite with ``nd_deg`` nodes when that is set);
-        D > 4, or D = 3, 4 with kinks (where tensor rules converge slowly and without a
-        trustworthy estimate): seeded Monte Carlo with its standard error."""
+        refined to ``quad_tol``.  D >= 3 integrates over the r = rank(cov) independent
+        directions (a bias shared by the two examples of a pair, or one vector at both, lowers
+        it): r = 3, 4 (or fewer) smooth, the nested trapezoid rule refined from 17 to
+        :data:`ND_MAX_DEG` [r] nodes per dimension with its error estimate (or Gauss-Hermite with
+        ``nd_deg`` nodes when that is set); r > 4, or kinks (where tensor rules converge slowly
+        and without a trustworthy estimate): seeded Monte Carlo with its standard error."""
         D = cov.shape[-1]
         s = self.settings
         if D <= 2 and kinked:
@@ -548,22 +565,29 @@ class Moments:
         elif D <= 2:
             rule = s.quad_rule
             val = self._quadrature(lambda deg: gaussian.expect_nd(F, cov, deg, rule), D, rule, what)
-        elif D <= 4 and not (kinked and s.nd_deg is None):
-            if s.nd_deg is None:
-                val, deg, err = gaussian.adaptive(lambda k: gaussian.expect_nd(F, cov, k, "trapezoid"), 17,
-                                                  max(s.quad_tol, 1e-9), 33 if D == 4 else 65)
-                self.report.quadrature.append({"dim": D, "deg": deg, "rule": "trapezoid", "what": what,
-                                               "error": err, "converged": err <= max(s.quad_tol, 1e-9)})
-            else:
-                val = gaussian.expect_nd(F, cov, s.nd_deg, "hermite")
-                err = None
-                if s.error_estimate:
-                    err = float(np.max(np.abs(val - gaussian.expect_nd(F, cov, _lower(s.nd_deg), "hermite"))))
-                self.report.quadrature.append({"dim": D, "deg": s.nd_deg, "rule": "hermite", "what": what,
-                                               "error": err})
         else:
-            val, se = gaussian.expect_mc(F, cov, s.mc_samples, self._rng)
-            self.report.monte_carlo.append({"dim": D, "samples": s.mc_samples, "what": what, "se": float(np.max(se))})
+            L = gaussian.psd_sqrt(cov, f"the covariance of E[{what}]", reduce=True)
+            r = L.shape[-1]
+            if r <= 4 and not (kinked and s.nd_deg is None):
+                if s.nd_deg is None:
+                    tol = max(s.quad_tol, 1e-9)
+                    val, deg, err = gaussian.adaptive(
+                        lambda k: gaussian.expect_nd(F, cov, k, "trapezoid", factor=L), 17, tol,
+                        nd_max_deg(r, int(np.prod(cov.shape[:-2], dtype=np.int64)), s.max_deg))
+                    self.report.quadrature.append({"dim": r, "deg": deg, "rule": "trapezoid", "what": what,
+                                                   "error": err, "converged": err <= tol})
+                else:
+                    val = gaussian.expect_nd(F, cov, s.nd_deg, "hermite", factor=L)
+                    err = None
+                    if s.error_estimate:
+                        lower = gaussian.expect_nd(F, cov, _lower(s.nd_deg), "hermite", factor=L)
+                        err = float(np.max(np.abs(val - lower)))
+                    self.report.quadrature.append({"dim": r, "deg": s.nd_deg, "rule": "hermite", "what": what,
+                                                   "error": err})
+            else:
+                val, se = gaussian.expect_mc(F, cov, s.mc_samples, self._rng)
+                self.report.monte_carlo.append({"dim": r, "samples": s.mc_samples, "what": what,
+                                                "se": float(np.max(se))})
         if not np.all(np.isfinite(val)):
             raise NumericalError(f"the expectation E[{what}] is not finite")
         return val
