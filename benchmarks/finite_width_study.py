@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the torch interpreter
 
 import tpkernel as tp  # noqa: E402
 from tpkernel import dynamics, finite  # noqa: E402
@@ -37,45 +37,12 @@ PROGRAMS = {
 
 
 def torch_ntk(net: finite.Network, x) -> np.ndarray:
-    """Σ_p lr_p J_p J_pᵀ by torch autograd on the network's parameter values."""
-    import torch
+    """Σ_p lr_p J_p J_pᵀ by torch autograd on the network's parameter values (the independent
+    torch interpreter of tests/torch_interpreter.py)."""
+    from torch_interpreter import FiniteNet
 
-    from tpkernel.backward import readout_scale
-    from tpkernel.data import bind, max_steps, pool
-    from tpkernel.ir import Bias, Embed, LinComb, MatMul, Nonlin
-
-    maps = {"abrelu": lambda a, b: (lambda h: a * torch.clamp(h, max=0.0) + b * torch.clamp(h, min=0.0)),
-            "erf": lambda: torch.special.erf, "tanh": lambda: torch.tanh, "sigmoid": lambda: torch.sigmoid,
-            "prod": lambda: (lambda *hs: math.prod(hs[1:], start=hs[0]))}
-    p, n = net.program, net.width
-    r = p.readouts[0]
-    bound = bind(p, x, None, "x")
-    c = torch.tensor(pool(p, r, bound, max_steps(p)))
-    data = {k: torch.tensor(v[0]) for k, v in bound.items()}
-    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in net.params.items()}
-    vals = {}
-    for node in p:
-        if isinstance(node, Bias):
-            vals[node.name] = node.std * leaves[node.name][:, None]
-        elif isinstance(node, Embed):
-            U = leaves[node.layer]
-            vals[node.name] = p[node.layer].std * (U @ data[node.data][:, node.step or 0].T) / math.sqrt(U.shape[1])
-        elif isinstance(node, MatMul):
-            W = leaves[node.matrix]
-            vals[node.name] = p[node.matrix].std * ((W.T if node.transpose else W) @ vals[node.arg]) / math.sqrt(n)
-        elif isinstance(node, Nonlin):
-            vals[node.name] = maps[node.fn.name](*node.fn.params)(*(vals[a] for a in node.args))
-        elif isinstance(node, LinComb):
-            vals[node.name] = node.const + sum(k * vals[a] for a, k in zip(node.args, node.coeffs))
-    xbar = sum(c[:, k][None, :] * vals[a] for k, a in enumerate(r.args))
-    f = readout_scale(p, r)[0] * (leaves[r.vector or r.name] @ xbar) / math.sqrt(n)
-    if r.b_std is not None:
-        f = f + r.b_std * leaves[finite.readout_bias_key(r.name)]
-    K = np.zeros((len(f), len(f)))
-    for k, leaf in leaves.items():
-        J = torch.stack([torch.autograd.grad(f[i], leaf, retain_graph=True)[0].reshape(-1) for i in range(len(f))])
-        K += net.infos[k].lr * (J @ J.T).numpy()
-    return K
+    _, J, _ = FiniteNet(net.program, x, net.width, params=net.params).jacobians()
+    return sum(net.infos[k].lr * j @ j.T for k, j in J.items())
 
 
 def autograd(args) -> dict:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -47,7 +46,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import tpkernel as tp  # noqa: E402
-from tpkernel.limit import fused  # noqa: E402
 
 NT_PYTHON = os.environ.get("NT_PYTHON", "/tmp/ntpeer/venv/bin/python")
 
@@ -360,7 +358,7 @@ def machine() -> str:
 
 
 def report(args, info, fc, first, tanh, rnn, emp, scaling, memory, blocks_out, load0, load1) -> str:
-    L = [f"# Benchmarks: tpkernel vs neural-tangents\n",
+    L = ["# Benchmarks: tpkernel vs neural-tangents\n",
          f"Machine: {machine()}; neural-tangents {info.get('nt')} / jax {info.get('jax')} (CPU, float64 "
          f"via jax_enable_x64, jit).  Load average (1/5/15 min) at start {load0}, at end {load1} (the "
          "benchmark itself accounts for 1-2; more means other jobs shared the cores and inflated absolute "

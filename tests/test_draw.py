@@ -7,7 +7,6 @@ rendering tests run the real ``dot`` binary.
 
 import re
 import sys
-from dataclasses import dataclass
 
 import graphviz
 import pytest
@@ -15,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 import tpkernel as tp
 from tpkernel.cli import main
-from tpkernel.ir import Bias, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program
+from tpkernel.ir import Bias, Embed, LinComb, MatMul, Nonlin
 
 D = sys.modules["tpkernel.draw"]  # the module (tp.draw is the function)
 summary = D.summary

@@ -261,7 +261,7 @@ def test_kinked_compositions_use_the_polar_rule_to_full_precision():
     """erf(relu(h)) on both sides: kinks at u = 0 and v = 0; the polar rule integrates each
     sector separately.  Reference: nested adaptive scipy quadrature split at the kinks."""
     import math
-    from scipy import integrate, special
+    from scipy import integrate
     p = tp.Program("kinks")
     xi = p.data("xi")
     h = p.input_layer("U", 1.2) @ xi

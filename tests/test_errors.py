@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import tpkernel as tp
-from tpkernel.ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout
+from tpkernel.ir import Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout
 from tpkernel.nonlin import get
 
 

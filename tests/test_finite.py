@@ -1,7 +1,8 @@
 """Finite width (tpkernel.finite): sampling, forward/backward passes, empirical kernels.
 
-The empirical NTK is checked against PyTorch autograd on the *same* parameter values: a
-small torch forward pass written here from the program IR (not from tpkernel.finite), whose
+The empirical NTK is checked against PyTorch autograd on the *same* parameter values: the
+torch interpreter of tests/torch_interpreter.py (written from the program IR, with its own
+data binding and pooling, not from tpkernel.finite) runs the sampled network, and its
 Jacobian contraction Σ_p lr_p J_p J_pᵀ must agree to 1e-10 in float64.
 """
 
@@ -15,79 +16,20 @@ from hypothesis import strategies as st
 
 import tpkernel as tp
 from tpkernel import finite
-from tpkernel.backward import readout_scale
-from tpkernel.data import bind, max_steps, pool
-from tpkernel.ir import Bias, Embed, LinComb, MatMul, Nonlin
 
 # ---------------------------------------------------------------------------------------
-# an independent torch forward pass on given parameter values
+# the same parameter values in an independent torch interpreter (tests/torch_interpreter.py)
 # ---------------------------------------------------------------------------------------
-
-
-def _torch_maps():
-    torch = pytest.importorskip("torch")
-
-    def abrelu(a, b):
-        return lambda x: a * torch.clamp(x, max=0.0) + b * torch.clamp(x, min=0.0)
-
-    def prod(*xs):
-        out = xs[0]
-        for x in xs[1:]:
-            out = out * x
-        return out
-
-    return torch, {
-        "abrelu": abrelu,
-        "erf": lambda: torch.special.erf,
-        "tanh": lambda: torch.tanh,
-        "sigmoid": lambda: torch.sigmoid,
-        "sin": lambda c: (lambda x: torch.sin(x + c)),
-        "gelu": lambda: (lambda x: x * 0.5 * (1.0 + torch.special.erf(x / math.sqrt(2.0)))),
-        "exp": lambda: torch.exp,
-        "prod": lambda: prod,
-    }
 
 
 def torch_reference(net: finite.Network, x, output=None):
-    """(f, {param: J (N, size)}) by torch autograd on net's parameter values."""
-    torch, maps = _torch_maps()
-    p, n = net.program, net.width
-    r = p[output] if output else p.readouts[0]
-    bound = bind(p, x, None, "x")
-    c = torch.tensor(pool(p, r, bound, max_steps(p)))
-    data = {k: torch.tensor(v[0]) for k, v in bound.items()}
-    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in net.params.items()}
-    vals = {}
-    for node in p:
-        if isinstance(node, Bias):
-            vals[node.name] = node.std * leaves[node.name][:, None]
-        elif isinstance(node, Embed):
-            U = leaves[node.layer]
-            xi = data[node.data][:, node.step or 0]
-            vals[node.name] = p[node.layer].std * (U @ xi.T) / math.sqrt(U.shape[1])
-        elif isinstance(node, MatMul):
-            W = leaves[node.matrix]
-            vals[node.name] = p[node.matrix].std * ((W.T if node.transpose else W) @ vals[node.arg]) / math.sqrt(n)
-        elif isinstance(node, Nonlin):
-            vals[node.name] = maps[node.fn.name](*node.fn.params)(*(vals[a] for a in node.args))
-        elif isinstance(node, LinComb):
-            vals[node.name] = node.const + sum(k * vals[a] for a, k in zip(node.args, node.coeffs))
-    xbar = sum(c[:, k][None, :] * vals[a] for k, a in enumerate(r.args))
-    std_v, _ = readout_scale(p, r)
-    f = std_v * (leaves[r.vector or r.name] @ xbar) / math.sqrt(n)
-    if r.b_std is not None:
-        f = f + r.b_std * leaves[finite.readout_bias_key(r.name)]
-    f = f.expand(c.shape[0]) if f.ndim == 0 else f
-    J = {k: [] for k in leaves}
-    for i in range(f.shape[0]):
-        grads = torch.autograd.grad(f[i], list(leaves.values()), retain_graph=True, allow_unused=True)
-        for k, g in zip(leaves, grads):
-            J[k].append(np.zeros(leaves[k].numel()) if g is None else g.reshape(-1).numpy())
-    return f.detach().numpy(), {k: np.array(v) for k, v in J.items()}
+    """(f, {param: J (N, size)}, NTK Σ_p lr_p J_p J_pᵀ) by torch autograd on net's parameter values."""
+    pytest.importorskip("torch")
+    from torch_interpreter import FiniteNet
 
-
-def torch_ntk(net, J):
-    return sum(net.infos[k].lr * j @ j.T for k, j in J.items())
+    tnet = FiniteNet(net.program, x, net.width, output=output, params=net.params)
+    f, J, _ = tnet.jacobians()
+    return f, J, sum(net.infos[k].lr * j @ j.T for k, j in J.items())
 
 
 def rel(a, b):
@@ -130,9 +72,9 @@ def test_empirical_ntk_equals_autograd(name):
     x = tp.examples.sample_data(program, n=N, d=3, seed=4)  # sequences of different lengths
     net = finite.sample(program, 40, seed=7, input_dims=3)
     K = finite.empirical_kernels(program, x, network=net)
-    f_t, J = torch_reference(net, x)
+    f_t, J, ntk_t = torch_reference(net, x)
     assert rel(net.apply(x), f_t) < 1e-12
-    assert rel(K.ntk, torch_ntk(net, J)) < 1e-10
+    assert rel(K.ntk, ntk_t) < 1e-10
     # per-parameter gradients: the Jacobian and a vector-Jacobian product
     jac = net.jacobian(x)
     g = np.linspace(-1.0, 2.0, len(f_t))
@@ -151,10 +93,31 @@ def test_random_programs_ntk_equals_autograd(recipe, seed):
     x = S.inputs(seed, 3) if recipe.T is None else S.sequences(seed, 3, recipe.T)
     net = finite.sample(program, 16, seed=seed)
     K = net.kernels(x)
-    f_t, J = torch_reference(net, x)
+    f_t, _, ntk_t = torch_reference(net, x)
     assert rel(net.apply(x), f_t) < 1e-10
-    assert rel(K.ntk, torch_ntk(net, J)) < 1e-10
+    assert rel(K.ntk, ntk_t) < 1e-10
 
+
+@pytest.mark.torch
+@pytest.mark.parametrize("rescale", [False, True])
+@pytest.mark.parametrize("name", ["mlp", "rnn"])
+def test_pruned_empirical_ntk_equals_autograd_on_kept_weights(name, rescale):
+    """A pruned network is the dense one with the kept weights scaled by s (1/√q with
+    rescaling); its NTK sums over kept weights only.  Autograd on the dense network at the
+    scaled values, times s and the mask, gives the same Jacobians and NTK."""
+    build, N = PROGRAMS[name]
+    pruned = tp.pruning.prune(build(), 0.4, rescale=rescale)
+    x = tp.examples.sample_data(pruned, n=N, d=3, seed=4)
+    net = finite.sample(pruned, 40, seed=7, input_dims=3)
+    s = 1 / math.sqrt(0.6) if rescale else 1.0
+    dense = finite.sample(tp.pruning.dense(pruned), 40,
+                          params={k: v * (s if k in net.masks else 1.0) for k, v in net.params.items()})
+    f_t, J, _ = torch_reference(dense, x)
+    assert net.masks and rel(net.apply(x), f_t) < 1e-12
+    for k, M in net.masks.items():
+        J[k] = J[k] * (s * M.reshape(-1))
+    ntk_t = sum(net.infos[k].lr * j @ j.T for k, j in J.items())
+    assert rel(net.kernels(x, get="ntk"), ntk_t) < 1e-10
 
 # ---------------------------------------------------------------------------------------
 # sampling

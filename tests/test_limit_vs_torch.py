@@ -356,7 +356,7 @@ def test_interpreter_ntk_is_jacobian_gram():
     net = FiniteNet(p, X, 16, torch.Generator().manual_seed(3))
     jac = torch.func.jacrev(lambda P: net.forward(P)[0])(dict(net.params))
     J = torch.cat([j.reshape(len(X), -1) for j in jac.values()], dim=1)
-    assert set(net.params) == {"U", "W", "b", "__v"}  # U, W, b and the readout v
+    assert set(net.params) == {"U", "W", "b", p.readouts[0].name}  # U, W, b and the readout v
     np.testing.assert_allclose(net.ntk(), (J @ J.T).numpy(), rtol=1e-12)
 
 

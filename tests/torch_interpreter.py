@@ -14,6 +14,10 @@ Conventions (NTK parametrisation, the ones the README states):
 * the trained variables are the N(0, 1) tensors (U, W, β, v, β_o); the empirical NTK is
   Σ_p lr_p J_p J_pᵀ with J_p = ∂f/∂p computed by ``torch.autograd``.
 
+They are keyed as ``tpkernel.finite.Network.params`` documents them (parameter nodes by
+name, the readout's own vector by the readout's name, its output bias by ``NAME/bias``),
+so that a network sampled by tpkernel can be run here on the *same* values (``params=``).
+
 All tensors are float64.  Every vector of width n is stored as an (N, n) tensor, one row
 per example, so one forward pass computes f(ξ_1), …, f(ξ_N).
 """
@@ -141,8 +145,11 @@ def pool_weights(r: Readout, lens: np.ndarray | None, N: int) -> torch.Tensor:
 class FiniteNet:
     """One random draw of the width-n network of ``program`` on the data X."""
 
-    def __init__(self, program, X, n: int, generator: torch.Generator,
-                 user_fns: Mapping[str, Callable] | None = None, output: str | None = None) -> None:
+    def __init__(self, program, X, n: int, generator: torch.Generator | None = None,
+                 user_fns: Mapping[str, Callable] | None = None, output: str | None = None,
+                 params: Mapping[str, np.ndarray] | None = None) -> None:
+        """Parameters drawn from ``generator``, or taken from ``params`` (every trained
+        variable, e.g. ``tpkernel.finite.Network.params``)."""
         self.p = program
         self.n = n
         self.data, self.lens, self.N = bind(program, X)
@@ -158,27 +165,32 @@ class FiniteNet:
                 dims[node.layer] = self.data[node.data].shape[2]
 
         # parameters: the N(0, 1) variables, in program order, then the readout's
-        self.params: dict[str, torch.Tensor] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         self.lr: dict[str, float] = {}
         self.std: dict[str, float] = {}
         for node in program.nodes:
             if isinstance(node, InputLayer):
-                shape = (n, dims[node.name])
+                shapes[node.name] = (n, dims[node.name])
             elif isinstance(node, Matrix):
-                shape = (n, n)
+                shapes[node.name] = (n, n)
             elif isinstance(node, Bias):
-                shape = (n,)
+                shapes[node.name] = (n,)
             else:
                 continue
-            self.params[node.name] = torch.randn(shape, generator=generator, dtype=DTYPE)
             self.lr[node.name], self.std[node.name] = node.lr, node.std
         r = self.r
-        if r.vector is None:  # v of the readout itself; a named Bias is already a parameter
-            self.params["__v"] = torch.randn((n,), generator=generator, dtype=DTYPE)
-            self.lr["__v"], self.std["__v"] = r.lr, r.std
+        self.v_key = r.vector or r.name  # v of the readout itself, or a named Bias
+        if r.vector is None:
+            shapes[r.name] = (n,)
+            self.lr[r.name], self.std[r.name] = r.lr, r.std
+        self.bo_key = r.name + "/bias"
         if r.b_std is not None:
-            self.params["__bo"] = torch.randn((), generator=generator, dtype=DTYPE)
-            self.lr["__bo"], self.std["__bo"] = r.b_lr, r.b_std
+            shapes[self.bo_key] = ()
+            self.lr[self.bo_key], self.std[self.bo_key] = r.b_lr, r.b_std
+        if params is None:
+            self.params = {k: torch.randn(s, generator=generator, dtype=DTYPE) for k, s in shapes.items()}
+        else:
+            self.params = {k: torch.tensor(np.asarray(params[k], dtype=np.float64).reshape(s)) for k, s in shapes.items()}
         self.c = pool_weights(r, self.lens, self.N)
 
     # -- forward -------------------------------------------------------------------
@@ -212,18 +224,16 @@ class FiniteNet:
                 raise NotImplementedError(f"node kind {type(node).__name__} in a forward program")
         r = self.r
         pooled = sum(self.c[:, k:k + 1] * vals[a] for k, a in enumerate(r.args))
-        v = P["__v"] if r.vector is None else P[r.vector]
-        std_v = r.std if r.vector is None else std[r.vector]
+        v, std_v = P[self.v_key], std[self.v_key]
         f = std_v * pooled @ v / math.sqrt(n)
         if r.b_std is not None:
-            f = f + r.b_std * P["__bo"]
+            f = f + r.b_std * P[self.bo_key]
         return f, pooled
 
     # -- empirical kernels -----------------------------------------------------------
     def _nngp_from(self, pooled: torch.Tensor) -> np.ndarray:
         r = self.r
-        std_v = r.std if r.vector is None else self.std[r.vector]
-        K = std_v ** 2 * pooled @ pooled.T / self.n
+        K = self.std[self.v_key] ** 2 * pooled @ pooled.T / self.n
         if r.b_std is not None:
             K = K + r.b_std ** 2
         return K.numpy()
@@ -234,22 +244,24 @@ class FiniteNet:
             _, pooled = self.forward()
         return self._nngp_from(pooled)
 
-    def kernels(self) -> tuple[np.ndarray, np.ndarray]:
-        """(NNGP, NTK) from one forward pass.  NTK = Σ_p lr_p J_p J_pᵀ with J_p = ∂f/∂p
-        (N × size of p) by reverse-mode autodiff: one backward pass per output, batched
-        (``is_grads_batched``) over the N outputs."""
+    def jacobians(self) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """(f, {p: J_p}, NNGP): the outputs (N,), the per-parameter Jacobians J_p = ∂f/∂p
+        (N × size of p, by reverse-mode autodiff: one backward pass per output, batched with
+        ``is_grads_batched`` over the N outputs) and the NNGP, from one forward pass."""
         names = list(self.params)
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in self.params.items()}
         f, pooled = self.forward(leaves)
         eye = torch.eye(self.N, dtype=DTYPE)
         grads = torch.autograd.grad(f, [leaves[k] for k in names], grad_outputs=eye,
                                     is_grads_batched=True, allow_unused=True)
-        K = torch.zeros((self.N, self.N), dtype=DTYPE)
-        for k, g in zip(names, grads):
-            if g is not None:
-                J = g.reshape(self.N, -1)  # row i: ∂f(ξ_i)/∂p
-                K += self.lr[k] * J @ J.T
-        return self._nngp_from(pooled.detach()), K.numpy()
+        J = {k: (torch.zeros((self.N, leaves[k].numel()), dtype=DTYPE) if g is None else g.reshape(self.N, -1))
+             for k, g in zip(names, grads)}  # row i: ∂f(ξ_i)/∂p
+        return f.detach().numpy(), {k: j.numpy() for k, j in J.items()}, self._nngp_from(pooled.detach())
+
+    def kernels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(NNGP, NTK): NTK = Σ_p lr_p J_p J_pᵀ."""
+        _, J, nngp = self.jacobians()
+        return nngp, sum(self.lr[k] * j @ j.T for k, j in J.items())
 
     def ntk(self) -> np.ndarray:
         return self.kernels()[1]
