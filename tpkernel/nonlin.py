@@ -497,15 +497,21 @@ PAIR_RULES: dict[tuple[str, str], Callable] = {
 }
 
 
-def pair_rule(phi: Nonlinearity, psi: Nonlinearity) -> Callable | None:
-    """The closed form of E[φ(u) ψ(v)] as a function of (q1, q2, c), or None."""
-    rule = PAIR_RULES.get((phi.name, psi.name))
+def _pair_lookup(table: dict, phi: Nonlinearity, psi: Nonlinearity) -> Callable | None:
+    """The rule of ``table`` for (φ, ψ) as a function of (q1, q2, c), or for (ψ, φ) with the
+    arguments swapped, or None."""
+    rule = table.get((phi.name, psi.name))
     if rule is not None:
         return lambda q1, q2, c: rule(phi.params, psi.params, q1, q2, c)
-    rule = PAIR_RULES.get((psi.name, phi.name))
+    rule = table.get((psi.name, phi.name))
     if rule is not None:
         return lambda q1, q2, c: rule(psi.params, phi.params, q2, q1, c)
     return None
+
+
+def pair_rule(phi: Nonlinearity, psi: Nonlinearity) -> Callable | None:
+    """The closed form of E[φ(u) ψ(v)] as a function of (q1, q2, c), or None."""
+    return _pair_lookup(PAIR_RULES, phi, psi)
 
 
 def mean_rule(phi: Nonlinearity) -> Callable | None:
@@ -678,13 +684,7 @@ SYMPY_MEAN_RULES: dict[str, Callable] = {
 
 def sympy_pair_rule(phi: Nonlinearity, psi: Nonlinearity) -> Callable | None:
     """The closed form of E[φ(u) ψ(v)] as a sympy function of (q1, q2, c), or None."""
-    rule = SYMPY_PAIR_RULES.get((phi.name, psi.name))
-    if rule is not None:
-        return lambda q1, q2, c: rule(phi.params, psi.params, q1, q2, c)
-    rule = SYMPY_PAIR_RULES.get((psi.name, phi.name))
-    if rule is not None:
-        return lambda q1, q2, c: rule(psi.params, phi.params, q2, q1, c)
-    return None
+    return _pair_lookup(SYMPY_PAIR_RULES, phi, psi)
 
 
 def sympy_mean_rule(phi: Nonlinearity) -> Callable | None:

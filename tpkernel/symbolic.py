@@ -1253,24 +1253,9 @@ def _gaussian_integral(cls, m: Moments, entries: Sequence) -> np.ndarray:
         for j in range(i, n):
             cov[..., i, j] = cov[..., j, i] = arrays[k]
             k += 1
-    index = {v: i for i, v in enumerate(variables)}
     A, B = cls.factor_names
     atoms_a, atoms_b = cls.atom_lists
-    S = cls.structure
-
-    def F(z):
-        va = {x: z[index[(x, 0)]] for x in atoms_a}
-        vb = {x: z[index[(x, 0 if cls.same_example else 1)]] for x in atoms_b}
-        ma: dict = {}
-        mb: dict = {}
-        out = 1.0
-        for f in A:
-            out = out * S.evaluate(f, va, ma)
-        for g in B:
-            out = out * S.evaluate(g, vb, mb)
-        return out
-
-    return m.integrate_numeric(F, cov, cls.title, kinked=any(S.kinked(f) for f in A + B))
+    return m.integrate_product(A, B, atoms_a, atoms_b, variables, cov, cls.title, cls.same_example)
 
 
 # ---------------------------------------------------------------------------------

@@ -525,6 +525,12 @@ class Moments:
         cov = np.empty(shape + (D, D))
         for (i, j), val in entries.items():
             cov[..., i, j] = cov[..., j, i] = val
+        return self.integrate_product(A, B, atoms_a, atoms_b, variables, cov, what, diag)
+
+    def integrate_product(self, A: Sequence[str], B: Sequence[str], atoms_a: Sequence[str], atoms_b: Sequence[str],
+                          variables: Sequence[tuple[str, int]], cov: np.ndarray, what: str, diag: bool):
+        """E[Π_{f∈A} f · Π_{g∈B} g] where the leaves ``variables`` (atom, side) have the joint
+        covariance ``cov``: A reads side 0's atoms, B side 1's (side 0's when ``diag``)."""
         index = {v: k for k, v in enumerate(variables)}
 
         def F(z: Sequence[np.ndarray]) -> np.ndarray:
@@ -539,7 +545,7 @@ class Moments:
                 out = out * self.evaluate(g, vb, mb)
             return out
 
-        return self.integrate_numeric(F, cov, what, kinked=any(self.kinked(f) for f in A + B))
+        return self.integrate_numeric(F, cov, what, kinked=any(self.kinked(f) for f in (*A, *B)))
 
     def integrate_numeric(self, F: Callable[[Sequence[np.ndarray]], np.ndarray], cov: np.ndarray, what: str,
                           kinked: bool = False):
