@@ -23,7 +23,7 @@ def test_console_script_help():
     res = subprocess.run(exe + ["--help"], capture_output=True, text=True, check=True)
     assert "show" in res.stdout and "examples" in res.stdout
     res = subprocess.run(exe + ["show", "mlp", "-n", "3", "-d", "5"], capture_output=True, text=True, check=True)
-    assert "3 unit-norm vectors in R^5" in res.stdout
+    assert "3 vectors in R^5 of norm √d" in res.stdout
 
 
 def test_examples_listing_is_readable():

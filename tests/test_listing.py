@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,12 @@ def _same_program(p: tp.Program, q: tp.Program) -> None:
 
 
 def _same_kernels(p: tp.Program, q: tp.Program, x) -> None:
-    a = tp.kernels(p, x, **FAST)
-    if a.report.monte_carlo:  # sampled in another order: only the nodes must agree
-        return
-    b = tp.kernels(q, x, **FAST)
+    with warnings.catch_warnings():  # FAST rules are coarse: the round trip compares programs, not accuracy
+        warnings.simplefilter("ignore", tp.AccuracyWarning)
+        a = tp.kernels(p, x, **FAST)
+        if a.report.monte_carlo:  # sampled in another order: only the nodes must agree
+            return
+        b = tp.kernels(q, x, **FAST)
     np.testing.assert_allclose(b.nngp, a.nngp, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(b.ntk, a.ntk, rtol=1e-12, atol=1e-14)
 

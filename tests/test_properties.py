@@ -31,12 +31,13 @@ Tolerances follow what the evaluator had to integrate numerically (``K.report``)
 - integrals over four Gaussians: ``test_four_gaussian_programs`` runs them with
   Gauss-Hermite (``nd_deg=12``, N1 = 3, N2 = 2), as the default adaptive rule (up to 33⁴
   nodes) takes ~20 s per kernel; Gauss-Hermite's block differences reach 1e-2, within its
-  own error estimate (``error_estimate=True``) but far beyond the adaptive rules'.
+  own error estimate (always computed for ``nd_deg``) but far beyond the adaptive rules'.
+  Where 12 nodes are too coarse for a cross-covariance to be consistent with the variances
+  (|ρ| > 1, a NumericalError naming the rule), the example is rejected.
 
 Programs whose kernels need Monte Carlo (rare with this generator) are discarded:
-estimates with standard error ~1e-3 cannot satisfy identities at 1e-10.  The known issues
-at the end are strict xfails: each fails today and will XPASS (an error) once fixed, and
-the property tests work around exactly them (search for their names).
+estimates with standard error ~1e-3 cannot satisfy identities at 1e-10.  Issues found by
+these properties and fixed since are pinned by the tests at the end.
 """
 
 from __future__ import annotations
@@ -198,10 +199,10 @@ def test_four_gaussian_programs(recipe, seed):
     check_ntk_dominates_readout(K, recipe)
     try:
         K12 = kernels(p, x[:n1], x[n1:], nd_deg=12)
-    except tp.NumericalError as e:  # pinned by test_known_issue_gauss_hermite_cross_covariance
-        if "not positive semi-definite" not in str(e):
+    except tp.NumericalError as e:  # 12 nodes too coarse for a cross-covariance: see the test below
+        if "not positive semi-definite" not in str(e) or "hermite rule with 12 nodes" not in str(e):
             raise
-        event("known issue: |ρ| > 1 between the Gauss-Hermite cross-covariance and adaptive variances")
+        event("rejected: |ρ| > 1 between a coarse Gauss-Hermite cross-covariance and adaptive variances")
         reject()
     check_block(K, K12, n1)
 
@@ -255,21 +256,36 @@ def test_sequences_permutation_equivariance(recipe, seed, n1, n2, rnd):
     check_permutation(kernels(p, x), kernels(p, [x[i] for i in perm]), perm)
 
 
-# -- known issues (strict xfail: they fail today; remove the mark once fixed), and fixed ones
+# -- issues these properties found, fixed
 
-@pytest.mark.xfail(strict=True, raises=tp.NumericalError,
-                   reason="known issue: with nd_deg (Gauss-Hermite over 4 Gaussians), K(X1, X2) takes "
-                          "cross-covariances from the 12-node rule but variances from the adaptive 2-Gaussian "
-                          "rule; for correlated leaves (h + b and b) they disagree by more than |ρ| = 1")
-def test_known_issue_gauss_hermite_cross_covariance():
+def _correlated_leaves() -> tp.Program:
     p = tp.Program("correlated_leaves")
     xi = p.data("xi")
     b = p.bias("b")
     x = tp.erf(tp.erf(p.input_layer("U", std=0.5) @ xi + b) + b)  # leaves h + b and b
     p.output(tp.tanh(p.matrix("W") @ x))
-    x = inputs(0, 5)
-    K = tp.kernels(p, x[:3], x[3:], nd_deg=12)  # NumericalError: ... (|ρ| = 1.05 > 1)
-    assert np.isfinite(K.ntk).all()
+    return p
+
+
+def test_fixed_gauss_hermite_is_checked_and_an_inconsistent_covariance_is_named():
+    """erf(erf(h + b) + b): across two inputs, four Gaussians of rank 3, where tensor
+    Gauss-Hermite converges slowly.  A fixed 12-node rule is 18% off; the cross-covariance it
+    gives and the variances of the (adaptive, 2-Gaussian) diagonal then disagree beyond
+    |ρ| = 1 at the next layer: a NumericalError naming the pair and the quadrature at fault.
+    20 nodes give a number 9% off, with a warning whose estimate (2e-1) covers that error; the
+    default adaptive rule stops at 129 nodes with an estimate of 2e-5 (also a warning)."""
+    p, x = _correlated_leaves(), inputs(0, 5)
+    with pytest.raises(tp.NumericalError, match=r"covariance of \(h\d+, h\d+\) is not positive semi-definite "
+                                                r"\(\|ρ\| = 1\.05 > 1\).*hermite rule with 12 nodes"):
+        tp.kernels(p, x[:3], x[3:], nd_deg=12)
+    with pytest.warns(tp.AccuracyWarning, match="hermite rule with 20 nodes"):
+        K20 = tp.kernels(p, x[:3], x[3:], nd_deg=20)
+    with pytest.warns(tp.AccuracyWarning, match="trapezoid rule with 129 nodes"):
+        K = tp.kernels(p, x[:3], x[3:])
+    est, est20 = (max(q["error"] for q in k.report.quadrature) for k in (K, K20))
+    assert est < 1e-4
+    err20 = rel(K20.ntk, K.ntk, scale_of(K.ntk))
+    assert 0.05 < err20 < est20
 
 
 def _relu_gelu_chain() -> tp.Program:

@@ -39,14 +39,21 @@ def load_program(name: str):
                         "or give a listing file (.tp)")
 
 
+def _describe(data, d: int) -> str:
+    """What :func:`tpkernel.examples.sample_data` made, in a few words."""
+    if isinstance(data, dict):
+        return "; ".join(f"{k}: {_describe(v, d)}" for k, v in data.items())
+    if isinstance(data, list):
+        return "sequences of lengths " + ", ".join(str(len(s)) for s in data) + f" in R^{d}"
+    return f"{len(data)} vectors in R^{d} of norm √d"
+
+
 def _show(args: argparse.Namespace) -> int:
     program = load_program(args.name)
     print(program.listing(args.style))
     data = examples.sample_data(program, n=args.n, d=args.d, seed=args.seed)
     k = kernels(program, data)
-    shape = "sequences of lengths " + ", ".join(str(len(s)) for s in data) if isinstance(data, list) \
-        else f"{args.n} unit-norm vectors in R^{args.d} (scaled by √d)"
-    print(f"data: {shape}, seed {args.seed}")
+    print(f"data: {_describe(data, args.d)}, seed {args.seed}")
     with np.printoptions(precision=6, suppress=True, linewidth=120):
         print("\nNNGP Σ(ξ_i, ξ_j):")
         print(k.nngp)
@@ -56,6 +63,9 @@ def _show(args: argparse.Namespace) -> int:
     if not args.no_formula:
         from .symbolic import formulas
         print("\nRecurrences (tpkernel formula NAME --closed-form substitutes the closed forms):")
+        if isinstance(data, list):
+            print(f"(for sequences of the full length {max(len(x) for x in data)}; the kernels above read "
+                  "each sequence's own steps, as tp.formulas(program, lengths='any') writes out)")
         print(formulas(program))
     if args.draw != "none":
         from pathlib import Path
@@ -160,9 +170,7 @@ def _check(args: argparse.Namespace) -> int:
     from . import finite
     program = load_program(args.name)
     data = examples.sample_data(program, n=args.n, d=args.d, seed=args.data_seed)
-    shape = "sequences of lengths " + ", ".join(str(len(s)) for s in data) if isinstance(data, list) \
-        else f"{args.n} vectors in R^{args.d}"
-    print(f"{program.name}: empirical kernels at finite width against the limit, on {shape}")
+    print(f"{program.name}: empirical kernels at finite width against the limit, on {_describe(data, args.d)}")
     conv = finite.convergence(program, data, widths=args.widths, seeds=args.seeds, progress=args.progress)
     print(conv.table())
     if args.plot:
@@ -232,12 +240,10 @@ def _prune(args: argparse.Namespace) -> int:
     pruned = pruning.prune(program, args.p, rescale=args.rescale, where=where)
     print(pruned.listing())
     data = examples.sample_data(program, n=args.n, d=args.d, seed=args.seed)
-    shape = "sequences of lengths " + ", ".join(str(len(s)) for s in data) if isinstance(data, list) \
-        else f"{args.n} unit-norm vectors in R^{args.d} (scaled by √d)"
     es = pruning.extra_scaling(pruned, data)
     print(es.summary())
     kp, kd = kernels(pruned, data), kernels(pruning.dense(pruned), data)
-    print(f"\ndata: {shape}, seed {args.seed}")
+    print(f"\ndata: {_describe(data, args.d)}, seed {args.seed}")
     with np.printoptions(precision=6, suppress=True, linewidth=120):
         for kind, name in (("nngp", "NNGP Σ"), ("ntk", "NTK Θ")):
             print(f"\n{name} pruned:")

@@ -80,6 +80,15 @@ class Report:
     monte_carlo: list[dict] = field(default_factory=list)
     masks: list[dict] = field(default_factory=list)  # masked input layers (tpkernel.pruning.mixture)
 
+    def worst_quadrature(self) -> str:
+        """The quadrature with the largest error estimate among those short of their tolerance
+        ('' if none): which expectation, over how many Gaussians, by which rule."""
+        unconverged = [q for q in self.quadrature if q.get("converged") is False]
+        if not unconverged:
+            return ""
+        q = max(unconverged, key=lambda q: q["error"])
+        return f"E[{q['what']}] over {q['dim']} Gaussian(s), {q['rule']} rule with {q['deg']} nodes per dimension"
+
     def summary(self) -> str:
         """One line per kind of numerical integral (closed forms are not listed)."""
         groups: dict[tuple, list] = {}
@@ -96,7 +105,7 @@ class Report:
         if unconverged:
             worst = max(q["error"] for q in unconverged)
             lines.append(f"WARNING: {len(unconverged)} quadrature(s) did not reach the tolerance "
-                         f"(largest error estimate {worst:.1e}); raise max_deg or set nd_deg")
+                         f"(largest error estimate {worst:.1e}: {self.worst_quadrature()})")
         for m in self.monte_carlo:
             lines.append(f"MONTE CARLO ({m['dim']} Gaussians, {m['samples']} samples) for "
                          f"E[{m['what']}]: standard error up to {m['se']:.2e}")
@@ -361,6 +370,7 @@ class Moments:
         q1 = self.on_a(self.var(g, ctx[0]), ctx)
         q2 = self.on_b(self.var(h, ctx[1]), ctx)
         c = self.cov(g, h, ctx)
+        self._check_correlation(g, h, q1, q2, c)
         if phi is not None and psi is not None:
             rule = pair_rule(phi, psi)
             if rule is not None:
@@ -384,6 +394,21 @@ class Moments:
         g_ = psi if psi is not None else (lambda x: x)
         kinked = any(fn is not None and not fn.family.smooth for fn in (phi, psi))
         return self._quad2(f, g_, q1, q2, c, f"{u}·{v}", kinked=kinked)
+
+    def _check_correlation(self, g: str, h: str, q1, q2, c) -> None:
+        """|c| <= √(q1 q2) up to rounding (1e-8 relative), else a NumericalError naming the pair
+        and the least accurate quadrature so far (variances and covariances of one pair may come
+        from different numerical integrals)."""
+        excess = np.abs(c) - np.sqrt(np.maximum(q1 * q2, 0.0)) * (1 + 1e-8)
+        if np.any(excess > 1e-300):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rho = float(np.nanmax(np.abs(c) / np.sqrt(q1 * q2)))
+            worst = self.report.worst_quadrature()
+            cause = (f"; it comes from numerical integrals, the least accurate {worst} (error estimate "
+                     f"{max(q['error'] for q in self.report.quadrature if q.get('converged') is False):.1e})"
+                     if worst else "")
+            raise NumericalError(f"the covariance of ({g}, {h}) is not positive semi-definite "
+                                 f"(|ρ| = {rho:.3g} > 1){cause}")
 
     def _angle(self, g: str, h: str, ctx: Ctx, sign: int, q1, q2, c):
         """(s, θ) of the pair (g, h) at covariance sign·c, memoised."""
@@ -582,14 +607,12 @@ class Moments:
                         nd_max_deg(r, int(np.prod(cov.shape[:-2], dtype=np.int64)), s.max_deg))
                     self.report.quadrature.append({"dim": r, "deg": deg, "rule": "trapezoid", "what": what,
                                                    "error": err, "converged": err <= tol})
-                else:
+                else:  # a fixed rule, but always checked: tensor Gauss-Hermite can be far off in 3-4D
                     val = gaussian.expect_nd(F, cov, s.nd_deg, "hermite", factor=L)
-                    err = None
-                    if s.error_estimate:
-                        lower = gaussian.expect_nd(F, cov, _lower(s.nd_deg), "hermite", factor=L)
-                        err = float(np.max(np.abs(val - lower)))
+                    lower = gaussian.expect_nd(F, cov, _lower(s.nd_deg), "hermite", factor=L)
+                    err = float(np.max(np.abs(val - lower) / np.maximum(1.0, np.abs(val)), initial=0.0))
                     self.report.quadrature.append({"dim": r, "deg": s.nd_deg, "rule": "hermite", "what": what,
-                                                   "error": err})
+                                                   "error": err, "converged": err <= max(s.quad_tol, 1e-9)})
             else:
                 val, se = gaussian.expect_mc(F, cov, s.mc_samples, self._rng)
                 self.report.monte_carlo.append({"dim": r, "samples": s.mc_samples, "what": what,
