@@ -78,6 +78,31 @@ def test_shapes_are_checked():
     assert np.allclose(pred(np.inf), np.ones(2))  # fx_train_0 = 0 by default
     with pytest.raises(ValueError, match="k_test_train"):
         pred(1.0, 0.0, np.zeros(1))
+    with pytest.raises(tp.ShapeError, match=r"k_test_train has shape \(3, 4\), expected \(M, 2\)"):
+        pred(1.0, 0.0, np.zeros(3), np.zeros((3, 4)))
+    with pytest.raises(tp.ShapeError, match="fx_train_0 has 3 outputs for 2 training targets"):
+        pred(1.0, np.zeros(3))
+
+
+def test_bad_kernels_targets_and_rates_are_errors():
+    """A non-symmetric or non-finite kernel, NaN targets, a negative learning rate: specific
+    errors, never a prediction from a silently symmetrised kernel or a NaN."""
+    with pytest.raises(ValueError, match=r"k_train_train is not symmetric \(max \|K - Kᵀ\| = 2\)"):
+        dynamics.gradient_descent_mse(np.array([[1.0, 2.0], [0.0, 1.0]]), np.zeros(2))
+    with pytest.raises(tp.NumericalError, match=r"k_train_train has a NaN or infinite entry \(at index \(0, 1\)\)"):
+        dynamics.gradient_descent_mse(np.array([[1.0, np.nan], [np.nan, 1.0]]), np.zeros(2))
+    with pytest.raises(tp.NumericalError, match=r"y_train has a NaN or infinite entry \(at index 1\)"):
+        dynamics.gradient_descent_mse(np.eye(2), np.array([0.0, np.inf]))
+    for rate in (-0.1, np.nan, np.inf):
+        with pytest.raises(ValueError, match="learning_rate must be a finite number >= 0"):
+            dynamics.gradient_descent_mse(np.eye(2), np.zeros(2), learning_rate=rate)
+    p = tp.examples.mlp(1)
+    x = np.random.default_rng(0).standard_normal((3, 2))
+    net = tp.finite.sample(p, 8, seed=0)
+    with pytest.raises(tp.NumericalError, match=r"y has a NaN or infinite entry \(at index 2\)"):
+        tp.finite.train(net, x, np.array([0.0, 1.0, np.nan]), learning_rate=0.1, steps=1)
+    with pytest.raises(ValueError, match="learning_rate must be a finite number >= 0, got -0.1"):
+        tp.finite.train(net, x, np.zeros(3), learning_rate=-0.1, steps=1)
 
 
 def test_wide_network_follows_kernel_gradient_descent(tmp_path):

@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import ShapeError
+from .errors import ShapeError, check_learning_rate, finite_array
 from .ir import Program
 
 Array = np.ndarray
@@ -87,12 +87,17 @@ class KernelDynamics:
     evecs: Array = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        k = np.asarray(self.k_train_train, dtype=float)
-        y = np.asarray(self.y_train, dtype=float).reshape(-1)
+        k = finite_array("k_train_train", self.k_train_train)
+        y = finite_array("y_train", self.y_train).reshape(-1)
         if k.shape != (y.size, y.size):
             raise ShapeError(f"k_train_train has shape {k.shape}, expected ({y.size}, {y.size})")
+        asym = float(np.max(np.abs(k - k.T), initial=0.0))
+        if asym > 1e-8 * float(np.max(np.abs(k), initial=0.0)):
+            raise ValueError(f"k_train_train is not symmetric (max |K - Kᵀ| = {asym:.3g}): a kernel of the "
+                             "training inputs with themselves is")
+        check_learning_rate(self.learning_rate)
         self.k_train_train, self.y_train = k, y
-        self.evals, self.evecs = np.linalg.eigh(0.5 * (k + k.T))
+        self.evals, self.evecs = np.linalg.eigh(0.5 * (k + k.T))  # symmetric up to rounding
 
     @property
     def c(self) -> float:
@@ -101,7 +106,10 @@ class KernelDynamics:
     def _coeffs(self, t, f0_train) -> tuple[Array, bool]:
         """diag(g) Vᵀ r_0 for each time: (len(t), N)."""
         scalar = np.ndim(t) == 0
-        r0 = np.asarray(f0_train, dtype=float).reshape(-1) - self.y_train
+        f0 = finite_array("f0_train", f0_train).reshape(-1)
+        if f0.size != self.y_train.size:
+            raise ShapeError(f"f0_train has {f0.size} outputs for {self.y_train.size} training targets")
+        r0 = f0 - self.y_train
         g = _gain(self.evals, self.c, t, self.discrete)
         return g * (self.evecs.T @ r0)[None, :], scalar
 
@@ -115,7 +123,9 @@ class KernelDynamics:
     def f_test(self, t, f0_train, f0_test, k_test_train) -> Array:
         """f_t on test inputs, given Θ(x_test, X_train) (M, N) and the test outputs f_0."""
         a, scalar = self._coeffs(t, f0_train)
-        k = np.asarray(k_test_train, dtype=float)
+        k = finite_array("k_test_train", k_test_train)
+        if k.ndim != 2 or k.shape[1] != self.y_train.size:
+            raise ShapeError(f"k_test_train has shape {k.shape}, expected (M, {self.y_train.size})")
         df = (a @ self.evecs.T) @ k.T
         out = np.asarray(f0_test, dtype=float).reshape(1, -1) + df
         return out[0] if scalar else out
@@ -130,6 +140,8 @@ def gradient_descent_mse(k_train_train: Array, y_train: Array, learning_rate: fl
     dyn = KernelDynamics(k_train_train, y_train, learning_rate, discrete)
 
     def predict_fn(t, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
+        if np.size(fx_train_0) not in (1, dyn.y_train.size):
+            raise ShapeError(f"fx_train_0 has {np.size(fx_train_0)} outputs for {dyn.y_train.size} training targets")
         f0 = np.broadcast_to(np.asarray(fx_train_0, dtype=float), dyn.y_train.shape)
         train = dyn.f_train(t, f0)
         if fx_test_0 is None:

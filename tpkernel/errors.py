@@ -6,6 +6,10 @@ program node (or the listing line) at fault.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 
 class TPKernelError(Exception):
     """Base class of every error tpkernel raises on bad input."""
@@ -38,3 +42,22 @@ class AccuracyWarning(UserWarning):
     """A kernel came back less accurate than asked: an adaptive quadrature stopped at
     ``max_deg`` short of ``quad_tol``, or an expectation was estimated by Monte Carlo (its
     standard error is in the message and in ``Kernels.report``)."""
+
+
+def finite_array(what: str, values) -> np.ndarray:
+    """``values`` as a float array, or a NumericalError naming ``what`` and the first NaN or
+    infinite entry (never a silently propagated NaN)."""
+    arr = np.asarray(values, dtype=float)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise NumericalError(f"{what} has a NaN or infinite entry (at index {where if arr.ndim > 1 else where[0]})")
+    return arr
+
+
+def check_learning_rate(rate) -> float:
+    """A learning rate: a finite number >= 0, else a ValueError."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(rate) or rate < 0:
+        raise ValueError(f"learning_rate must be a finite number >= 0, got {rate!r}")
+    return float(rate)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import NumericalError, ShapeError
+from ..errors import NumericalError, ShapeError, check_learning_rate, finite_array
 from .network import Network
 
 Array = np.ndarray
@@ -64,8 +64,9 @@ def train(network: Network, x, y, *, learning_rate: float, steps: int, x_test=No
     """
     if steps < 0 or record_every < 1:
         raise ValueError("steps must be >= 0 and record_every >= 1")
+    check_learning_rate(learning_rate)
     net = network if inplace else network.copy()
-    y = np.asarray(y, dtype=float).reshape(-1)
+    y = finite_array("y", y).reshape(-1)
     rec_steps, f_tr, f_te, losses = [], [], [], []
 
     def record(t: int, f: Array) -> None:
