@@ -80,13 +80,13 @@ class Report:
     monte_carlo: list[dict] = field(default_factory=list)
     masks: list[dict] = field(default_factory=list)  # masked input layers (tpkernel.pruning.mixture)
 
-    def worst_quadrature(self) -> str:
-        """The quadrature with the largest error estimate among those short of their tolerance
-        ('' if none): which expectation, over how many Gaussians, by which rule."""
-        unconverged = [q for q in self.quadrature if q.get("converged") is False]
-        if not unconverged:
-            return ""
-        q = max(unconverged, key=lambda q: q["error"])
+    def unconverged(self) -> list[dict]:
+        """The quadratures short of their tolerance, least accurate first."""
+        return sorted((q for q in self.quadrature if q.get("converged") is False), key=lambda q: -q["error"])
+
+    @staticmethod
+    def describe(q: dict) -> str:
+        """Which expectation a quadrature computed, and how."""
         return f"E[{q['what']}] over {q['dim']} Gaussian(s), {q['rule']} rule with {q['deg']} nodes per dimension"
 
     def summary(self) -> str:
@@ -101,11 +101,10 @@ class Report:
             est = f"; largest error estimate {max(errs):.1e}" if errs else ""
             lines.append(f"{len(qs)} expectation(s) over {dim} Gaussian(s) by quadrature "
                          f"({rule}, {deg} nodes per dimension){est}")
-        unconverged = [q for q in self.quadrature if q.get("converged") is False]
+        unconverged = self.unconverged()
         if unconverged:
-            worst = max(q["error"] for q in unconverged)
             lines.append(f"WARNING: {len(unconverged)} quadrature(s) did not reach the tolerance "
-                         f"(largest error estimate {worst:.1e}: {self.worst_quadrature()})")
+                         f"(largest error estimate {unconverged[0]['error']:.1e}: {self.describe(unconverged[0])})")
         for m in self.monte_carlo:
             lines.append(f"MONTE CARLO ({m['dim']} Gaussians, {m['samples']} samples) for "
                          f"E[{m['what']}]: standard error up to {m['se']:.2e}")
@@ -405,10 +404,9 @@ class Moments:
         if np.any(c * c > q1 * q2 * (1 + 2e-8)):
             with np.errstate(divide="ignore", invalid="ignore"):
                 rho = float(np.nanmax(np.abs(c) / np.sqrt(q1 * q2)))
-            worst = self.report.worst_quadrature()
-            cause = (f"; it comes from numerical integrals, the least accurate {worst} (error estimate "
-                     f"{max(q['error'] for q in self.report.quadrature if q.get('converged') is False):.1e})"
-                     if worst else "")
+            worst = self.report.unconverged()[:1]
+            cause = "".join(f"; it comes from numerical integrals, the least accurate {self.report.describe(q)} "
+                            f"(error estimate {q['error']:.1e})" for q in worst)
             raise NumericalError(f"the covariance of ({g}, {h}) is not positive semi-definite "
                                  f"(|ρ| = {rho:.3g} > 1){cause}")
 
