@@ -11,18 +11,22 @@ from tpkernel.cli import main
 
 
 @pytest.mark.parametrize("name", list(tp.examples.EXAMPLES))
-def test_show_every_example(name, capsys):
+def test_show_every_example(name, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # show writes its drawing to the working directory
     assert main(["show", name]) == 0
     out = capsys.readouterr().out
     assert out.startswith("program ") and "NNGP" in out and "NTK" in out
     assert "readout" in out
+    (svg,) = tmp_path.glob("*.svg")
+    assert f"written to {svg.name}" in out and svg.read_text().lstrip().startswith("<?xml")
 
 
-def test_console_script_help():
+def test_console_script_help(tmp_path):
     exe = [sys.executable, "-m", "tpkernel.cli"]
     res = subprocess.run(exe + ["--help"], capture_output=True, text=True, check=True)
     assert "show" in res.stdout and "examples" in res.stdout
-    res = subprocess.run(exe + ["show", "mlp", "-n", "3", "-d", "5"], capture_output=True, text=True, check=True)
+    res = subprocess.run(exe + ["show", "mlp", "-n", "3", "-d", "5"], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     assert "3 vectors in R^5 of norm √d" in res.stdout
 
 

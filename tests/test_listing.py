@@ -260,8 +260,9 @@ def test_latex_rendering_is_well_formed():
 # the command line: show FILE, kernel FILE --data ...
 # ---------------------------------------------------------------------------------------
 
-def test_cli_show_a_listing_file(capsys):
+def test_cli_show_a_listing_file(capsys, tmp_path, monkeypatch):
     from tpkernel.cli import main
+    monkeypatch.chdir(tmp_path)  # show writes its drawing to the working directory
     assert main(["show", str(EXAMPLES / "rnn.tp")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("program rnn3") and "NNGP" in out and "NTK" in out
