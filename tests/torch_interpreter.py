@@ -258,10 +258,14 @@ class FiniteNet:
              for k, g in zip(names, grads)}  # row i: ∂f(ξ_i)/∂p
         return f.detach().numpy(), {k: j.numpy() for k, j in J.items()}, self._nngp_from(pooled.detach())
 
+    def ntk_from(self, J: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Σ_p lr_p J_p J_pᵀ for per-parameter Jacobians J (as :meth:`jacobians` returns them)."""
+        return sum(self.lr[k] * j @ j.T for k, j in J.items())
+
     def kernels(self) -> tuple[np.ndarray, np.ndarray]:
         """(NNGP, NTK): NTK = Σ_p lr_p J_p J_pᵀ."""
         _, J, nngp = self.jacobians()
-        return nngp, sum(self.lr[k] * j @ j.T for k, j in J.items())
+        return nngp, self.ntk_from(J)
 
     def ntk(self) -> np.ndarray:
         return self.kernels()[1]
