@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import numpy as np
@@ -21,6 +22,62 @@ import numpy as np
 from . import examples
 from .errors import TPKernelError
 from .limit import kernels
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with every usage error as one line ``tpkernel: error: [SUBCOMMAND: ]...`` after
+    the usage (exit status 2), like the errors of the library."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        sub = self.prog.partition(" ")[2]
+        self.exit(2, f"tpkernel: error: {sub + ': ' if sub else ''}{message}\n")
+
+
+def _integer(low: int):
+    """An argparse ``type``: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _probability(text: str) -> float:
+    """An argparse ``type``: a pruning probability p in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not (math.isfinite(value) and 0 <= value < 1):
+        raise argparse.ArgumentTypeError(f"the pruning probability must be in [0, 1), got {text}")
+    return value
+
+
+_positive, _natural = _integer(1), _integer(0)
+
+
+def _output_path(text: str, flag: str, suffixes: tuple[str, ...]):
+    """``text`` as the path of an output file, checked before any work is done: one of
+    ``suffixes``, not a directory, in a folder that exists."""
+    from pathlib import Path
+    path = Path(text)
+    if path.is_dir():
+        raise TPKernelError(f"{flag}: {text!r} is a directory; give a file name (ending in {suffixes[0]})")
+    if path.suffix.lower() not in suffixes:
+        raise TPKernelError(f"{flag}: unknown format {path.suffix or '(no suffix)'!r} in {text!r} "
+                            f"(use {', '.join(suffixes)})")
+    if not path.parent.is_dir():
+        raise TPKernelError(f"{flag}: the folder {str(path.parent)!r} of {text!r} does not exist")
+    return path
+
+
+_DRAWING = (".svg", ".png", ".pdf", ".dot", ".gv")
 
 
 def load_program(name: str):
@@ -50,6 +107,8 @@ def _describe(data, d: int) -> str:
 
 def _show(args: argparse.Namespace) -> int:
     program = load_program(args.name)
+    if args.draw not in (None, "none"):
+        _output_path(args.draw, "--draw", _DRAWING)
     print(program.listing(args.style))
     data = examples.sample_data(program, n=args.n, d=args.d, seed=args.seed)
     k = kernels(program, data)
@@ -68,12 +127,13 @@ def _show(args: argparse.Namespace) -> int:
                   "each sequence's own steps, as tp.formulas(program, lengths='any') writes out)")
         print(formulas(program))
     if args.draw != "none":
-        from pathlib import Path
         from .draw import draw
-        out = Path(args.draw or f"{program.name}.svg")
-        graph = draw(program)
-        out.write_bytes(graph.pipe(format=out.suffix.lstrip(".") or "svg"))
-        print(f"\ndrawing (Tensor Programs IIb notation) written to {out}")
+        from .render import save
+        saved = save(draw(program), args.draw or f"{program.name}.svg")
+        if saved.note is None:
+            print(f"\ndrawing (Tensor Programs IIb notation) written to {saved.path}")
+        else:
+            print(f"\ndrawing (Tensor Programs IIb notation): {saved.note}")
     return 0
 
 
@@ -127,8 +187,8 @@ def _lengths(text: str | None, which: str):
 def _kernel(args: argparse.Namespace) -> int:
     """The limiting kernels of a program on data files."""
     import json
-    from pathlib import Path
     program = load_program(args.program)
+    out = None if args.out is None else _output_path(args.out, "--out", (".npy", ".npz", ".json"))
     x1 = _bind(args.data, program, "--data")
     x2 = _bind(args.data2, program, "--data2")
     get = ("nngp", "ntk") if args.get == "both" else (args.get,)
@@ -142,16 +202,13 @@ def _kernel(args: argparse.Namespace) -> int:
                 print(a)
         print(k.report.summary())
         return 0
-    out = Path(args.out)
-    if out.suffix == ".npy":
+    if out.suffix.lower() == ".npy":
         np.save(out, arrays[get[0]] if len(get) == 1 else np.stack([arrays["nngp"], arrays["ntk"]]))
-    elif out.suffix == ".npz":
+    elif out.suffix.lower() == ".npz":
         np.savez(out, **arrays)
-    elif out.suffix == ".json":
+    else:
         out.write_text(json.dumps({"program": program.name, **{g: a.tolist() for g, a in arrays.items()},
                                    "numerics": k.report.summary()}, indent=1) + "\n")
-    else:
-        raise TPKernelError(f"--out: unknown format {out.suffix!r} (use .npy, .npz or .json)")
     what = " and ".join(arrays)
     stacked = " stacked as [nngp, ntk]" if out.suffix == ".npy" and len(get) == 2 else ""
     print(f"{what} ({'×'.join(map(str, next(iter(arrays.values())).shape))}) written to {out}{stacked}")
@@ -169,13 +226,20 @@ def _check(args: argparse.Namespace) -> int:
     """Finite width against the limit: the convergence table and the log-log slope."""
     from . import finite
     program = load_program(args.name)
+    if len(set(args.widths)) < 2:
+        raise TPKernelError(f"--widths: the log-log slope needs at least two different widths, got "
+                            f"{' '.join(map(str, args.widths))}")
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+        kinds = tuple(f".{k}" for k in Figure().canvas.get_supported_filetypes())
+        _output_path(args.plot, "--plot", kinds)
     data = examples.sample_data(program, n=args.n, d=args.d, seed=args.data_seed)
     print(f"{program.name}: empirical kernels at finite width against the limit, on {_describe(data, args.d)}")
     conv = finite.convergence(program, data, widths=args.widths, seeds=args.seeds, progress=args.progress)
     print(conv.table())
     if args.plot:
-        import matplotlib
-        matplotlib.use("Agg")
         conv.plot().figure.savefig(args.plot, bbox_inches="tight")
         print(f"plot written to {args.plot}")
     return 0
@@ -183,22 +247,15 @@ def _check(args: argparse.Namespace) -> int:
 
 def _formula(args: argparse.Namespace) -> int:
     """The limiting kernels as recurrences (tpkernel.symbolic): text, or a LaTeX align block."""
-    from pathlib import Path
-
     from .symbolic import formulas
     steps = {"rnn": lambda T: examples.rnn(T, "erf", "last"), "rnn-mean": lambda T: examples.rnn(T, "erf", "mean"),
              "gated": lambda T: examples.gated(T)}
-    if args.name not in examples.EXAMPLES and Path(args.name).is_file():
-        import tpkernel
-        if not hasattr(tpkernel, "parse"):
-            raise TPKernelError(f"{args.name}: reading listing files needs tpkernel.parse")
-        program = tpkernel.parse(Path(args.name).read_text())
-    elif args.steps is not None:
+    if args.steps is not None:
         if args.name not in steps:
             raise TPKernelError(f"-T applies to the recurrent examples ({', '.join(steps)}), not {args.name!r}")
         program = steps[args.name](args.steps)
     else:
-        program = examples.get(args.name)
+        program = load_program(args.name)
     f = formulas(program, closed_form=args.closed_form)
     print(f.latex() if args.latex else f.legend() + "\n" + str(f))
     return 0
@@ -206,8 +263,6 @@ def _formula(args: argparse.Namespace) -> int:
 
 def _draw(args: argparse.Namespace) -> int:
     """The program drawn in the notation of Tensor Programs IIb (tpkernel.draw)."""
-    from pathlib import Path
-
     from .draw import draw, draw_sgd
     program = load_program(args.name)
     if args.sgd:
@@ -219,16 +274,10 @@ def _draw(args: argparse.Namespace) -> int:
     if args.out is None:
         print(g.source)
         return 0
-    out = Path(args.out)
-    fmt = out.suffix.lstrip(".").lower()
-    if fmt in ("dot", "gv"):
-        out.write_text(g.source)
-    elif fmt in ("svg", "png", "pdf"):
-        out.write_bytes(g.pipe(format=fmt))
-    else:
-        raise TPKernelError(f"-o: unknown format {out.suffix!r} (use .svg, .png, .pdf or .dot)")
-    print(f"{'SGD step' if args.sgd else 'backward pass' if args.backward else 'drawing'} of {program.name} "
-          f"written to {out}")
+    from .render import save
+    saved = save(g, args.out)
+    what = f"{'SGD step' if args.sgd else 'backward pass' if args.backward else 'drawing'} of {program.name}"
+    print(f"{what} written to {saved.path}" if saved.note is None else f"{what}: {saved.note}")
     return 0
 
 
@@ -262,7 +311,7 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="tpkernel",
         description="Neural architectures as tensor programs, and their infinite-width kernels "
                     "(NNGP Σ and NTK Θ).")
@@ -275,12 +324,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name", help=f"a built-in example ({', '.join(examples.EXAMPLES)}) or a listing file (.tp)")
     s.add_argument("--style", choices=("text", "unicode", "latex"), default="text",
                    help="the listing as text (default), or in the papers' algorithm style (unicode, latex)")
-    s.add_argument("-n", type=int, default=4, help="number of data points (default 4)")
-    s.add_argument("-d", type=int, default=3, help="input dimension (default 3)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the data set (default 0)")
+    s.add_argument("-n", type=_positive, default=4, help="number of data points (default 4)")
+    s.add_argument("-d", type=_positive, default=3, help="input dimension (default 3)")
+    s.add_argument("--seed", type=_natural, default=0, help="seed of the data set (default 0)")
     s.add_argument("--no-formula", action="store_true", help="do not print the recurrences")
     s.add_argument("--draw", metavar="FILE", default=None,
-                   help="where to write the drawing (.svg, .png, .pdf; default NAME.svg; 'none' to skip)")
+                   help="where to write the drawing (.svg, .png, .pdf, or .gv for the DOT source; default "
+                        "NAME.svg; 'none' to skip).  Without Graphviz the DOT source NAME.gv is written")
     s.set_defaults(run=_show)
     k = sub.add_parser("kernel", help="the limiting NNGP and NTK of a program on data files",
                        description="Compute the limiting kernels of a built-in example or a listing file on "
@@ -308,7 +358,7 @@ def parser() -> argparse.ArgumentParser:
     fo.add_argument("--latex", action="store_true", help="print a LaTeX align block")
     fo.add_argument("--closed-form", action="store_true",
                     help="substitute the closed forms of the expectations (arc-cosine, arcsin, ...)")
-    fo.add_argument("-T", "--steps", type=int, default=None, help="number of steps of a recurrent example")
+    fo.add_argument("-T", "--steps", type=_positive, default=None, help="number of steps of a recurrent example")
     fo.set_defaults(run=_formula)
     c = sub.add_parser("check", help="finite width vs the limit: convergence table and log-log slope",
                        description="Sample the program at each width with several seeds, compute the "
@@ -316,11 +366,12 @@ def parser() -> argparse.ArgumentParser:
                                    "error against the limit (mean ± std over seeds) and the fitted log-log "
                                    "slope (expected -0.5).")
     c.add_argument("name", help=f"a built-in example ({', '.join(examples.EXAMPLES)}) or a listing file")
-    c.add_argument("--widths", type=int, nargs="+", default=[64, 256, 1024], help="widths (default 64 256 1024)")
-    c.add_argument("--seeds", type=int, default=8, help="seeds per width (default 8)")
-    c.add_argument("-n", type=int, default=6, help="number of data points (default 6)")
-    c.add_argument("-d", type=int, default=3, help="input dimension (default 3)")
-    c.add_argument("--data-seed", type=int, default=0, help="seed of the data set (default 0)")
+    c.add_argument("--widths", type=_positive, nargs="+", default=[64, 256, 1024],
+                   help="widths, at least two different ones (default 64 256 1024)")
+    c.add_argument("--seeds", type=_positive, default=8, help="seeds per width (default 8)")
+    c.add_argument("-n", type=_positive, default=6, help="number of data points (default 6)")
+    c.add_argument("-d", type=_positive, default=3, help="input dimension (default 3)")
+    c.add_argument("--data-seed", type=_natural, default=0, help="seed of the data set (default 0)")
     c.add_argument("--plot", metavar="FILE", help="also write the log-log plot (png, svg, pdf)")
     c.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: only on a terminal)")
@@ -337,7 +388,7 @@ def parser() -> argparse.ArgumentParser:
     dr.add_argument("--legend", action="store_true", help="add the legend of the notation")
     dr.add_argument("--rankdir", choices=("LR", "TB", "RL", "BT"), default="LR",
                     help="direction of computation (default LR, as in the paper)")
-    dr.add_argument("--wrap", type=int, default=None, metavar="K",
+    dr.add_argument("--wrap", type=_positive, default=None, metavar="K",
                     help="break a long forward drawing into lines of K gates")
     dr.add_argument("-o", "--out", metavar="FILE", help="write .svg, .png, .pdf or .dot (default: print DOT)")
     dr.set_defaults(run=_draw)
@@ -351,22 +402,27 @@ def parser() -> argparse.ArgumentParser:
                                     "network, its mask-induced pseudo-network and the dense network at finite "
                                     "width side by side.")
     pr.add_argument("name", help=f"a built-in example ({', '.join(examples.EXAMPLES)}) or a listing file (.tp)")
-    pr.add_argument("-p", type=float, required=True, help="the pruning probability p in [0, 1)")
+    pr.add_argument("-p", type=_probability, required=True, help="the pruning probability p in [0, 1)")
     pr.add_argument("--rescale", action="store_true", help="rescale the kept weights by 1/√(1-p)")
     pr.add_argument("--where", default="all",
                     help="which parameters: all (default), hidden, hidden+output, input, output, or "
                          "comma-separated names (e.g. W2,W3)")
-    pr.add_argument("-n", type=int, default=4, help="number of data points (default 4)")
-    pr.add_argument("-d", type=int, default=3, help="input dimension (default 3)")
-    pr.add_argument("--seed", type=int, default=0, help="seed of the data set (default 0)")
-    pr.add_argument("--width", type=int, default=None, help="also sample at this width (side by side)")
-    pr.add_argument("--seeds", type=int, default=4, help="seeds for --width (default 4)")
+    pr.add_argument("-n", type=_positive, default=4, help="number of data points (default 4)")
+    pr.add_argument("-d", type=_positive, default=3, help="input dimension (default 3)")
+    pr.add_argument("--seed", type=_natural, default=0, help="seed of the data set (default 0)")
+    pr.add_argument("--width", type=_positive, default=None, help="also sample at this width (side by side)")
+    pr.add_argument("--seeds", type=_positive, default=4, help="seeds for --width (default 4)")
     pr.set_defaults(run=_prune)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Run the command; the exit status: 0, or 2 for an error in the input (one line
+    ``tpkernel: error: ...`` on stderr, never a traceback)."""
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as done:  # --help (0), or a usage error already reported (2)
+        return done.code if isinstance(done.code, int) else 2
     try:
         return args.run(args)
     except TPKernelError as err:
@@ -376,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as err:  # a file that cannot be read or written
+        where = f" {str(err.filename)!r}" if err.filename is not None else ""
+        print(f"tpkernel: error: cannot read or write{where}: {err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
