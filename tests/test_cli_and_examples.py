@@ -10,6 +10,7 @@ import tpkernel as tp
 from tpkernel.cli import main
 
 
+@pytest.mark.needs_renderer
 @pytest.mark.parametrize("name", list(tp.examples.EXAMPLES))
 def test_show_every_example(name, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # show writes its drawing to the working directory

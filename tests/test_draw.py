@@ -80,6 +80,7 @@ def test_backward_counts(name):
     assert (s.hollow, s.filled, s.gates, dict(s.dashed), s.preact) == (hollow, filled, gates, dashed, preact)
 
 
+@pytest.mark.needs_dot
 def test_mlp_is_figure_1():
     """MLP of Fig. 1: ○Uξ and ○b¹ into the gate relu(·+·), ●, dashed W², ○ and ○b², gate, ●."""
     g = tp.draw(tp.examples.get("mlp"))
@@ -116,6 +117,7 @@ def test_residual_sum_and_product_gates():
     assert sorted(t for t, h, _ in edges(g, "arg") if h == "gate/s2") == ["c2", "z2"]
 
 
+@pytest.mark.needs_dot
 def test_readout_vector_has_one_edge_against_the_computation():
     for name in ("mlp", "rnn", "resnet"):
         g = tp.draw(tp.examples.get(name))
@@ -130,6 +132,7 @@ def test_readout_vector_has_one_edge_against_the_computation():
     assert summary(g).gate_labels["(·+·+·)/3"] == 1
 
 
+@pytest.mark.needs_dot
 def test_backward_drawing_elements():
     g = tp.draw(tp.examples.get("mlp"), backward=True)
     # mirrored gates, transposed MatMul dashed and labelled, curved pre-activation edges
@@ -151,6 +154,7 @@ def test_backward_drawing_elements():
     assert "d<I>x</I><SUB>1</SUB>" in src and "d<I>h</I><SUB>4</SUB>" in src
 
 
+@pytest.mark.needs_dot
 @pytest.mark.parametrize("name", ["mlp", "rnn", "resnet", "gated", "rnn-mean"])
 def test_forward_row_above_backward_row(name):
     p = tp.examples.get(name)
@@ -185,6 +189,7 @@ def test_legend_is_not_counted_and_lists_the_notation():
     assert "backward Nonlin" in tp.draw(p, backward=True, legend=True).source
 
 
+@pytest.mark.needs_dot
 def test_sgd_step_of_an_mlp():
     """Fig. 7: train forward/backward, test forward, χ = L′(f), θ = zᵀz̃/n, δh̃ = −χθ dh,
     δx̃ = √n(φ(h̃ + δh̃/√n) − φ(h̃)), f̃₁ − f̃ = vᵀδx̃/n."""
@@ -222,6 +227,7 @@ def test_sgd_options_and_errors():
     assert s.gate_labels["·ᵀ·/n"] == 4  # W shared by 2 steps on ξ and 2 on ξ̃: (T − 1)² kernels θ
 
 
+@pytest.mark.needs_dot
 def test_wrap_breaks_a_deep_mlp_into_lines():
     p = tp.examples.mlp(10)
     flat, wrapped = tp.draw(p), tp.draw(p, wrap=5)
@@ -239,6 +245,7 @@ def test_wrap_breaks_a_deep_mlp_into_lines():
     assert summary(g).labels["b"] == 3 and summary(g).dashed["W"] == 7
 
 
+@pytest.mark.needs_dot
 @pytest.mark.parametrize("rankdir,shape", [("TB", "invtrapezium"), ("BT", "trapezium"), ("RL", "trapezium")])
 def test_rankdir(rankdir, shape):
     g = tp.draw(tp.examples.get("mlp"), backward=True, rankdir=rankdir)
@@ -250,6 +257,7 @@ def test_rankdir(rankdir, shape):
 
 # -- rendering with the real dot binary ---------------------------------------------------------
 
+@pytest.mark.needs_dot
 @pytest.mark.parametrize("name", list(tp.examples.EXAMPLES))
 def test_every_example_renders(name):
     p = tp.examples.get(name)
@@ -264,6 +272,7 @@ def test_every_example_renders(name):
         assert tp.draw(p).pipe(format="pdf").startswith(PDF)
 
 
+@pytest.mark.needs_dot
 def test_dot_source_reparses():
     g = tp.draw(tp.examples.get("gated"), backward=True, legend=True)
     again = graphviz.Source(g.source)
@@ -295,6 +304,7 @@ def test_random_programs_draw_every_instruction_once(recipe):
     assert b.hollow == len(bwd.of_type(MatMul, Embed, Bias)) + seeds
 
 
+@pytest.mark.needs_dot
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(recipes(sequence=False) | recipes(sequence=True))
 def test_random_programs_render_with_the_forward_row_on_top(recipe):
@@ -309,6 +319,7 @@ def test_random_programs_render_with_the_forward_row_on_top(recipe):
 
 # -- command line --------------------------------------------------------------------------------
 
+@pytest.mark.needs_renderer
 def test_cli_draw(tmp_path, capsys):
     svg, png, dot = tmp_path / "mlp.svg", tmp_path / "rnn.png", tmp_path / "g.dot"
     assert main(["draw", "mlp", "--backward", "--legend", "-o", str(svg)]) == 0
@@ -324,6 +335,7 @@ def test_cli_draw(tmp_path, capsys):
     assert main(["draw", "nonexistent"]) == 2
 
 
+@pytest.mark.needs_renderer
 def test_cli_draw_listing_file(tmp_path):
     if not hasattr(tp, "parse"):
         pytest.skip("the listing parser (tp.parse) is not there yet")

@@ -5,12 +5,13 @@ importing numba).  The algorithms are documented in :mod:`tpkernel.limit.fused`.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from .._numba_cache import njit  # numba.njit, with cache=True kept out of the package directory
 from .fused import (_A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9, _A10, _DOWN, _HI0, _HI1, _LO0, _LO1,
                     _PI_HI, _PI_LO, _PIO2_HI, _PIO2_LO, _UP, INV_TWO_PI, PI)
 
-_jit = dict(error_model="numpy", cache=True, nogil=True)
+_jit = dict(error_model="numpy", cache=True, nogil=True)  # cached in _numba_cache.cache_dir()
 
 
 @njit(inline="always", error_model="numpy")
