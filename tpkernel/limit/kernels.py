@@ -26,7 +26,7 @@ from ..backward import Backward, backward, readout_scale
 from ..data import _as_array, _bind, _check_dims, _pool, max_steps  # noqa: F401  (shared with tpkernel.finite)
 from ..errors import AccuracyWarning, NumericalError
 from ..ir import Program, Readout, mask_factor
-from .moments import Moments, Report, Settings, Side
+from .numeric import Expectations, Report, Settings, Side
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
         nngp, ntk = fast
         nngp = nngp if "nngp" in wanted else None
         return _finish(program, nngp, ntk, report, get, checked=True)
-    m = Moments(prog, sides, symmetric, settings)
+    m = Expectations(prog, sides, symmetric, settings)
     ctx = (0, 0 if symmetric else 1, False)
     shape = m.shape(ctx)
 
@@ -165,7 +165,7 @@ def _finish(program: Program, nngp, ntk, report: Report, get, checked: bool = Fa
     return result
 
 
-def _pooled(m: Moments, r: Readout, ctx) -> np.ndarray:
+def _pooled(m: Expectations, r: Readout, ctx) -> np.ndarray:
     """Σ_{k,l} c_k c'_l E[x_k x'_l]."""
     a, b, _ = ctx
     ca, cb = m.sides[a].pool[r.name], m.sides[b].pool[r.name]
