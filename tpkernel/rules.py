@@ -85,7 +85,6 @@ def tables() -> dict[str, RuleTable]:
     """Every interpretation's rule table (importing the modules that define them)."""
     from . import backward, draw, listing, nonlin  # noqa: F401
     from .finite import network  # noqa: F401
-    from .ir import _CHECKS  # noqa: F401
     from .limit import theorem  # noqa: F401
     from .pruning import scaling  # noqa: F401
     from . import symbolic  # noqa: F401
@@ -94,8 +93,8 @@ def tables() -> dict[str, RuleTable]:
 
 def uncovered() -> Iterator[tuple[str, type]]:
     """(interpretation, node class) pairs that no rule covers: empty in a consistent library."""
-    from .ir import NODE_CLASSES
+    from . import ir
     for name, table in tables().items():
-        for cls in NODE_CLASSES:
+        for cls in ir.NODE_CLASSES:
             if not table.covers(cls):
                 yield name, cls

@@ -50,12 +50,13 @@ from sympy.printing.latex import LatexPrinter, greek_letters_set
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.str import StrPrinter
 
-from .backward import Backward, backward, pick_readout, readout_scale
+from .backward import Backward, backward, pick_readout, readout_scale, readout_terms
+from .terms import contract
 from .errors import ProgramError
-from .ir import Bias, Embed, InputLayer, LinComb, MatMul, Nonlin, Program, Readout, Seed
+from .ir import Embed, InputLayer, Nonlin, Program, Readout
 from .limit import gaussian
 from .limit.numeric import Expectations, Settings
-from .limit.theorem import MasterTheorem
+from .limit.theorem import LIMIT, Function, Linear, MasterTheorem
 from .nonlin import Nonlinearity, mean_rule, pair_rule, sym_number, sympy_mean_rule, sympy_pair_rule
 
 try:  # data binding is shared with the numeric evaluator
@@ -702,12 +703,13 @@ class SymbolicTheorem(MasterTheorem):
             if not n.is_vector:
                 continue
             users = self.fwd.consumers(n.name)
-            if isinstance(n, Nonlin):
+            role = LIMIT.rule(n)
+            if isinstance(role, Function):  # a nonlinearity
                 keep = True
-            elif isinstance(n, LinComb):
-                keep = any(not isinstance(u, LinComb) for u in users)
-            else:
-                keep = any(isinstance(u, (Nonlin, Readout)) for u in users)
+            elif isinstance(role, Linear):  # a sum that something other than a sum reads
+                keep = any(not isinstance(LIMIT.find(type(u)), Linear) for u in users)
+            else:  # a Gaussian atom read by a nonlinearity or an output
+                keep = any(isinstance(LIMIT.find(type(u)), Function) or u.sort == "scalar" for u in users)
             if keep:
                 out[n.name] = (Sigma, n.name)
                 fwd_named.append(n.name)
@@ -898,48 +900,41 @@ class SymbolicTheorem(MasterTheorem):
                 total.append(wk * wl * self.E(xk, xl, XI, XI2))
         return sympy.Add(*total)
 
+    def _contraction(self, ntk: bool) -> dict:
+        """The formulas' contraction of each kind of term (:mod:`tpkernel.terms`): the named
+        parameter coefficients times the sum over pairs of uses."""
+        r, rc = self.r, self._readout_cov()
+
+        def coeff(t, name: str, node) -> sympy.Expr:
+            lr = self.lr(name, t.lr) if ntk else sympy.Integer(1)
+            return lr * self.std(name, t.std) ** 2 * self.keep(name, node)
+
+        def uses(t, inner) -> sympy.Expr:
+            s = []
+            for u in t.uses:
+                for w in t.uses:
+                    d = self.E(u.grad, w.grad, XI, XI2)
+                    if d != 0:
+                        s.append(d * inner(u.input, w.input))
+            return sympy.Add(*s)
+
+        def named(key: str, value: sympy.Expr) -> dict:
+            return {key: value}
+
+        return {
+            "matrix": lambda t: named(t.param, coeff(t, t.param, self.fwd[t.param])
+                                      * uses(t, lambda z, z2: self.E(z, z2, XI, XI2))),
+            "input": lambda t: named(t.param, coeff(t, t.param, self.fwd[t.param])
+                                     * uses(t, lambda e, e2: self.gram(self.p[e], self.p[e2], (XI, XI2)))),
+            "bias": lambda t: named(t.param, coeff(t, t.param, None) * self.E(t.grad, t.grad, XI, XI2)),
+            "readout": lambda t: named(self.v_name, coeff(t, self.v_name, r) * rc),
+            "readout_bias": lambda t: named(self.o_name, coeff(t, self.o_name, None)),
+        }
+
     def _build_kernels(self) -> None:
-        r = self.r
-        std_v, lr_v = readout_scale(self.fwd, r)
-        sv = self.std(self.v_name, std_v)
-        rc = self._readout_cov()
-        qv = self.keep(self.v_name, r)
-        nngp = sv ** 2 * qv * rc
-        if r.b_std is not None:
-            nngp = nngp + self.std(self.o_name, r.b_std) ** 2
-        self.nngp = nngp
-        terms: dict[str, sympy.Expr] = {}
-        for t in self.bw.terms:
-            if t.kind == "matrix":
-                s = []
-                for dy, z in t.uses:
-                    for dy2, z2 in t.uses:
-                        d = self.E(dy, dy2, XI, XI2)
-                        if d != 0:
-                            s.append(d * self.E(z, z2, XI, XI2))
-                node = self.fwd[t.param]
-                coeff = self.lr(t.param, node.lr) * self.std(t.param, node.std) ** 2 * self.keep(t.param, node)
-            elif t.kind == "input":
-                s = []
-                for dy, e in t.uses:
-                    for dy2, e2 in t.uses:
-                        d = self.E(dy, dy2, XI, XI2)
-                        if d != 0:
-                            s.append(d * self.gram(self.p[e], self.p[e2], (XI, XI2)))
-                node = self.fwd[t.param]
-                coeff = self.lr(t.param, node.lr) * self.std(t.param, node.std) ** 2 * self.keep(t.param, node)
-            elif t.kind == "bias":
-                s = [self.E(t.grad, t.grad, XI, XI2)]
-                node = self.fwd[t.param]
-                coeff = self.lr(t.param, node.lr) * self.std(t.param, node.std) ** 2
-            elif t.kind == "readout":
-                s = [rc]
-                coeff = self.lr(self.v_name, lr_v) * sv ** 2 * qv
-            else:
-                s = [sympy.Integer(1)]
-                coeff = self.lr(self.o_name, r.b_lr) * self.std(self.o_name, r.b_std) ** 2
-            key = {"readout": self.v_name, "readout_bias": self.o_name}.get(t.kind, t.param)
-            terms[key] = coeff * sympy.Add(*s)
+        nngp = contract(readout_terms(self.fwd, self.r, ntk=False), self._contraction(ntk=False), "symbolic", {})
+        self.nngp = sympy.Add(*nngp.values())
+        terms = contract(self.bw.terms, self._contraction(ntk=True), "symbolic", {})
         self.ntk_terms = terms
         self.ntk = sympy.Add(*terms.values()) if self.has_ntk else None
         self.ntk_display = sympy.Add(*(v for v in terms.values() if v != 0), evaluate=False) \

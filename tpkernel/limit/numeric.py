@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import NumericalError, ProgramError
+from ..errors import NumericalError
 from ..ir import Embed, InputLayer, Program, Seed, mask_factor
 from ..nonlin import PAIR_RULES, Nonlinearity, arccos_angle, mean_rule, pair_rule
 from . import gaussian
