@@ -45,6 +45,7 @@ from .backward import Backward, pick_readout
 from .backward import backward as _backward
 from .errors import ProgramError
 from .ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Node, Nonlin, Program, Readout, Seed
+from .names import DRAW_NAME, SUB, SUP, UNICODE_GREEK
 from .rules import RuleTable
 
 __all__ = ["DrawingSummary", "draw", "draw_sgd", "summary"]
@@ -64,12 +65,7 @@ GREEN = "#4a7f2c"  # the paper's forward → backward arrow
 PRUNED = "#b2182b"  # pruned (masked) matrices
 DOT = "0.17"  # diameter of a vector node, inches
 
-_GREEK = {"xi": "ξ", "phi": "φ", "psi": "ψ", "theta": "θ", "chi": "χ", "sigma": "σ", "alpha": "α",
-          "beta": "β", "gamma": "γ", "delta": "δ", "eta": "η", "zeta": "ζ", "mu": "μ", "nu": "ν",
-          "tau": "τ", "omega": "ω", "lambda": "λ", "rho": "ρ", "epsilon": "ε", "kappa": "κ"}
-_SUP = str.maketrans("0123456789+-()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁽⁾")
-_SUB = str.maketrans("0123456789+-()", "₀₁₂₃₄₅₆₇₈₉₊₋₍₎")
-_NAME = re.compile(r"^([A-Za-z])(?:([A-Za-z])|(\d+[A-Za-z]*))?$")
+_GREEK, _SUP, _SUB, _NAME = UNICODE_GREEK, SUP, SUB, DRAW_NAME
 _TILDE = "\u0303"
 
 

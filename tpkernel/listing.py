@@ -56,6 +56,7 @@ from . import ir
 from . import nonlin as nl
 from .errors import NotBPLikeError, ProgramError
 from .ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Node, Nonlin, Program, Readout, Seed
+from .names import pretty
 from .rules import RuleTable
 
 __all__ = ["listing", "line", "parse", "parse_file", "render", "ListingError", "GRAMMAR"]
@@ -171,33 +172,7 @@ def listing(program: Program, style: str = "text") -> str:
 # unicode / LaTeX rendering (the papers' algorithm style)
 # =====================================================================================
 
-_GREEK = {"xi": ("ξ", r"\xi"), "alpha": ("α", r"\alpha"), "beta": ("β", r"\beta"), "gamma": ("γ", r"\gamma"),
-          "delta": ("δ", r"\delta"), "theta": ("θ", r"\theta"), "phi": ("φ", r"\phi"), "psi": ("ψ", r"\psi"),
-          "zeta": ("ζ", r"\zeta"), "eta": ("η", r"\eta"), "mu": ("μ", r"\mu"), "nu": ("ν", r"\nu"),
-          "sigma": ("σ", r"\sigma"), "omega": ("ω", r"\omega"), "chi": ("χ", r"\chi")}
-_SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
-_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
-_NAME = re.compile(r"^([A-Za-z]+?)(\d*)((?:_\w+)?)$")
-
-
-def _pretty(name: str, style: str) -> str:
-    """x1 → x¹ / x^{1}, xi → ξ / \\xi, s1_2 → s¹₂ / s^{1}_{2}, W2 → W² (the papers' layer superscripts)."""
-    m = _NAME.match(name)
-    if not m:
-        return name if style == "unicode" else r"\mathit{%s}" % name.replace("_", r"\_")
-    stem, digits, rest = m.groups()
-    rest = rest[1:] if rest else ""
-    if style == "unicode":
-        stem = _GREEK.get(stem, (stem,))[0]
-        sub = rest.translate(_SUB) if rest.isdigit() else (f"_{rest}" if rest else "")
-        return stem + digits.translate(_SUP) + sub
-    if stem in _GREEK:
-        stem = _GREEK[stem][1]
-    elif len(stem) == 2 and not rest and not digits:  # Wz, bh: W_z, b_h as in the papers
-        return f"{stem[0]}_{{{stem[1]}}}"
-    elif len(stem) > 1:
-        stem = r"\mathrm{%s}" % stem
-    return stem + (f"^{{{digits}}}" if digits else "") + (f"_{{{rest}}}" if rest else "")
+_pretty = pretty
 
 
 def _vtypes(program: Program) -> dict[str, str]:
