@@ -390,7 +390,9 @@ def parser() -> argparse.ArgumentParser:
                     help="direction of computation (default LR, as in the paper)")
     dr.add_argument("--wrap", type=_positive, default=None, metavar="K",
                     help="break a long forward drawing into lines of K gates")
-    dr.add_argument("-o", "--out", metavar="FILE", help="write .svg, .png, .pdf or .dot (default: print DOT)")
+    dr.add_argument("-o", "--out", metavar="FILE",
+                    help="write .svg, .png, .pdf, or .dot/.gv for the DOT source (default: print DOT); without "
+                         "Graphviz (dot or pygraphviz) the DOT source FILE.gv is written instead")
     dr.set_defaults(run=_draw)
     pr = sub.add_parser("prune", help="random pruning: the pruned listing, its extra scaling, pruned vs dense "
                                       "kernels",
