@@ -11,7 +11,7 @@ from .builder import (abrelu, abs, apply, cos, erf, exp, gaussian, gelu, leaky_r
                       power, relu, sigmoid, sin, softplus, swish, tanh)
 from .errors import (AccuracyWarning, NotBPLikeError, NumericalError, ProgramError, ShapeError, TPKernelError,
                      UnknownNonlinearityError)
-from .ir import Program
+from .builder import Program
 from .limit import Kernels, kernels
 from . import listing, stax
 from .listing import ListingError, parse, parse_file

@@ -56,7 +56,8 @@ import scipy.special as sps
 from . import builder as B
 from . import nonlin as nl
 from .errors import ProgramError, ShapeError
-from .ir import Embed, MatMul, Program
+from .builder import Program
+from .ir import Embed, MatMul
 from .limit import kernels as _kernels
 
 __all__ = [
