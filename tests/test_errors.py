@@ -133,7 +133,7 @@ def test_unpooled_readout_beyond_a_short_sequence():
 def test_non_finite_data_names_example():
     X = np.ones((3, 4))
     X[2, 1] = np.nan
-    with pytest.raises(tp.NumericalError, match="data 'xi' has a NaN or infinite entry \\(example 2\\)"):
+    with pytest.raises(tp.NumericalError, match="data 'xi' has a NaN or infinite entry \\(example 2, coordinate 1: nan\\)"):
         tp.kernels(tp.examples.mlp(1), X)
     X[2, 1] = np.inf
     with pytest.raises(tp.NumericalError, match="example 2"):

@@ -51,6 +51,7 @@ from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.str import StrPrinter
 
 from .backward import Backward, backward, pick_readout, readout_scale
+from .checks import check_kernel
 from .errors import ProgramError
 from .ir import Bias, Embed, InputLayer, LinComb, MatMul, Nonlin, Program, Readout, Seed
 from .limit import gaussian
@@ -632,6 +633,7 @@ class Formulas:
         for name in ("nngp", "ntk"):
             out[name] = np.broadcast_to(ev.value(getattr(self, name), "X"), shape).astype(float) \
                 if name in wanted else None
+            check_kernel(self.program.name, name.upper(), out[name])  # the checks of tp.kernels
         result = Kernels(out["nngp"], out["ntk"], m.report)
         return getattr(result, get) if isinstance(get, str) else result
 

@@ -61,6 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import check_kernel
 from ..errors import NumericalError
 from ..ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout
 from ..nonlin import REGISTRY, Nonlinearity, pair_rule
@@ -362,6 +363,7 @@ class _Run:
         """The general evaluator's rule: adaptive to quad_tol, or quad_deg fixed."""
         s = self.s
         converged = None
+        integral = gaussian.named(integral, what)  # errors name the expectation
         if s.quad_deg is None:
             val, deg, err = gaussian.adaptive(integral, 65, s.quad_tol, s.max_deg)
             converged = err <= s.quad_tol
@@ -604,8 +606,9 @@ def _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk: bool, 
         if ntk:
             J._mirror(T)
     if not np.all(np.isfinite(rowcheck)):
-        what = "NNGP" if not np.all(np.isfinite(K)) else "NTK"
-        raise NumericalError(f"the {what} of {program.name!r} is not finite (diverging expectation?)")
+        check_kernel(program.name, "NNGP", K, K.dtype)
+        check_kernel(program.name, "NTK", T if ntk else None, K.dtype)
+        raise NumericalError(f"the kernels of {program.name!r} are not finite")  # pragma: no cover
     return K, (T if ntk else None)
 
 
@@ -658,6 +661,7 @@ def _fused_kernels(chain: Chain, program: Program, sides, symmetric: bool, setti
                 mirror(T)
         bad = int(np.count_nonzero(~np.isfinite(K))) + (int(np.count_nonzero(~np.isfinite(T))) if ntk else 0)
     if bad:
-        what = "NNGP" if not np.all(np.isfinite(K)) else "NTK"
-        raise NumericalError(f"the {what} of {program.name!r} is not finite (diverging expectation?)")
+        check_kernel(program.name, "NNGP", K, K.dtype)
+        check_kernel(program.name, "NTK", T if ntk else None, K.dtype)
+        raise NumericalError(f"the kernels of {program.name!r} are not finite")  # pragma: no cover
     return K, (T if ntk else None)

@@ -431,6 +431,7 @@ class Moments:
         """Run a 1D/2D rule: adaptive to ``quad_tol`` unless ``quad_deg`` fixes the nodes."""
         s = self.settings
         converged = None
+        integral = gaussian.named(integral, what)  # errors name the expectation
         if s.quad_deg is None:
             val, deg, err = gaussian.adaptive(integral, start, s.quad_tol, s.max_deg)
             converged = err <= s.quad_tol
@@ -599,22 +600,23 @@ class Moments:
         else:
             L = gaussian.psd_sqrt(cov, f"the covariance of E[{what}]", reduce=True)
             r = L.shape[-1]
+            nd, mc = gaussian.named(gaussian.expect_nd, what), gaussian.named(gaussian.expect_mc, what)
             if r <= 4 and not (kinked and s.nd_deg is None):
                 if s.nd_deg is None:
                     tol = max(s.quad_tol, 1e-9)
                     val, deg, err = gaussian.adaptive(
-                        lambda k: gaussian.expect_nd(F, cov, k, "trapezoid", factor=L), 17, tol,
+                        lambda k: nd(F, cov, k, "trapezoid", factor=L), 17, tol,
                         nd_max_deg(r, int(np.prod(cov.shape[:-2], dtype=np.int64)), s.max_deg))
                     self.report.quadrature.append({"dim": r, "deg": deg, "rule": "trapezoid", "what": what,
                                                    "error": err, "converged": err <= tol})
                 else:  # a fixed rule, but always checked: tensor Gauss-Hermite can be far off in 3-4D
-                    val = gaussian.expect_nd(F, cov, s.nd_deg, "hermite", factor=L)
-                    lower = gaussian.expect_nd(F, cov, _lower(s.nd_deg), "hermite", factor=L)
+                    val = nd(F, cov, s.nd_deg, "hermite", factor=L)
+                    lower = nd(F, cov, _lower(s.nd_deg), "hermite", factor=L)
                     err = float(np.max(np.abs(val - lower) / np.maximum(1.0, np.abs(val)), initial=0.0))
                     self.report.quadrature.append({"dim": r, "deg": s.nd_deg, "rule": "hermite", "what": what,
                                                    "error": err, "converged": err <= max(s.quad_tol, 1e-9)})
             else:
-                val, se = gaussian.expect_mc(F, cov, s.mc_samples, self._rng)
+                val, se = mc(F, cov, s.mc_samples, self._rng)
                 self.report.monte_carlo.append({"dim": r, "samples": s.mc_samples, "what": what,
                                                 "se": float(np.max(se))})
         if not np.all(np.isfinite(val)):
