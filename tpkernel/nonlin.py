@@ -613,15 +613,20 @@ def _pair_lookup(table: dict, phi: Nonlinearity, psi: Nonlinearity) -> Callable 
 
 
 def pair_rule(phi: Nonlinearity, psi: Nonlinearity) -> Callable | None:
-    """The closed form of E[φ(u) ψ(v)] as a function of (q1, q2, c), or None."""
-    return _pair_lookup(PAIR_RULES, phi, psi)
+    """The closed form of E[φ(u) ψ(v)] as a function of (q1, q2, c), or None; where the
+    expectation diverges (:func:`tpkernel.checks.pair_domain`) it raises a NumericalError."""
+    rule = _pair_lookup(PAIR_RULES, phi, psi)
+    from .checks import guard_pair
+    return guard_pair(rule, phi, psi)
 
 
 def mean_rule(phi: Nonlinearity) -> Callable | None:
-    """The closed form of E[φ(u)], u ~ N(0, q), as a function of q, or None."""
+    """The closed form of E[φ(u)], u ~ N(0, q), as a function of q, or None; where the
+    expectation diverges it raises a NumericalError."""
     if phi.family.mean is None:
         return None
-    return lambda q: phi.family.mean(phi.params, q)
+    from .checks import guard_mean
+    return guard_mean(lambda q: phi.family.mean(phi.params, q), phi)
 
 
 # ---------------------------------------------------------------------------------

@@ -377,7 +377,7 @@ class Moments:
                     # the relu and step kernels of one pair (forward and backward) share θ
                     return _ARCCOS[phi.name](phi.params, psi.params, q1, q2, c,
                                              lambda sign: self._angle(g, h, ctx, sign, q1, q2, c))
-                return rule(q1, q2, c)
+                return gaussian.named(rule, f"{u}·{v}")(q1, q2, c)  # errors name the expectation
         elif phi is None and psi is None:  # pragma: no cover - atoms are handled earlier
             return c
         # Stein's lemma: E[z ψ(v)] = Cov(z, v) E[ψ'(v)]
@@ -480,7 +480,7 @@ class Moments:
         q = self.var(g, side)
         rule = mean_rule(phi)
         if rule is not None:
-            return rule(q)
+            return gaussian.named(rule, u)(q)
         rule = self.settings.quad_rule
         return self._quadrature(lambda deg: gaussian.expect_1d(phi, q, deg, rule), 1, rule, u)
 
