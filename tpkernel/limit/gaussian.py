@@ -97,8 +97,8 @@ def check_tails(G: Callable[[Array], Array], D: int, value: Array) -> None:
     (2π)^(D/2) (the Gaussian-weighted integrand on rays, :func:`_directions`) at the radii
     r_in < r_out of :data:`TAIL_RADII`:
 
-    - ρ grows outwards (ρ(r_out) > ρ(r_in)) while significant (> 1e-12 · max(1, |E|)), or is
-      not finite at r_out: the integrand outgrows the Gaussian weight, so the expectation
+    - ρ grows outwards (ρ(r_out) > ρ(r_in)) while significant (> 1e-12 · max(1, ρ(1))), or is
+      not finite at r_out (it overflows float64): the integrand outgrows the Gaussian weight, so the expectation
       diverges (exp(z²) with variance > 1/4) or its mass is beyond the range (exp(k z), k σ > 7);
     - the mass beyond r_out, estimated as |S^(D-1)| · ρ̄(r_out) / κ with ρ̄ the average over the
       directions instead of the largest value and κ the log-slope of ρ̄ over [r_out - 0.5, r_out]
@@ -114,7 +114,7 @@ def check_tails(G: Callable[[Array], Array], D: int, value: Array) -> None:
     r_near = r_out - 0.5  # the log-slope at the edge, for the mass beyond it
     rho, avg = {}, {}
     dirs = _directions(D)
-    for r in (r_in, r_near, r_out):
+    for r in (1.0, r_in, r_near, r_out):
         weight = r ** (D - 1) * math.exp(-r * r / 2) / (2 * np.pi) ** (D / 2)
         peak = np.zeros(value.shape)
         total = np.zeros(value.shape)
@@ -131,7 +131,8 @@ def check_tails(G: Callable[[Array], Array], D: int, value: Array) -> None:
     def where(at) -> str:
         return f" (element {at} of the batch)" if value.ndim else ""
 
-    grows = (rho[r_out] > rho[r_in]) & (rho[r_out] > TAIL_SIGNIFICANT * scale)
+    bulk = np.maximum(1.0, rho[1.0])  # the integrand at one standard deviation: |E| may be dominated by the tails
+    grows = ((rho[r_out] > rho[r_in]) & (rho[r_out] > TAIL_SIGNIFICANT * bulk)) | ~np.isfinite(rho[r_out])
     if grows.any():
         at = tuple(int(i) for i in np.argwhere(grows)[0])
         raise NumericalError(
@@ -157,6 +158,18 @@ def check_tails(G: Callable[[Array], Array], D: int, value: Array) -> None:
                              "undefined at some node inside the range")
 
 
+def _quiet(rule: Callable) -> Callable:
+    """Run a rule with numpy's overflow / invalid warnings off: :func:`check_tails`, which every
+    rule calls on its result, turns what they mean into a NumericalError."""
+    import functools
+
+    @functools.wraps(rule)
+    def run(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return rule(*args, **kwargs)
+    return run
+
+
 def named(fn: Callable, what: str) -> Callable:
     """``fn`` with its NumericalError / ProgramError messages prefixed by ``E[what]`` (the
     expectation being computed, named after the program's nodes)."""
@@ -173,7 +186,8 @@ def named(fn: Callable, what: str) -> Callable:
 def expect_1d(f: Callable[[Array], Array], q: Array, deg: int, rule: str = "hermite") -> Array:
     t, w = nodes(deg, rule)
     s = np.sqrt(np.asarray(q, dtype=float))
-    total = sum(wk * f(s * tk) for tk, wk in zip(t, w))
+    with np.errstate(over="ignore", invalid="ignore"):  # check_tails says what an overflow means
+        total = sum(wk * f(s * tk) for tk, wk in zip(t, w))
     check_tails(lambda e: f(s * e[0]), 1, np.broadcast_to(total, np.shape(s)))
     return total
 
@@ -201,14 +215,16 @@ def expect_2d(f: Callable[[Array], Array], g: Callable[[Array], Array],
     step = max(1, CHUNK // size)  # inner nodes evaluated at once: never shape × deg² in memory
     tb = [(t[k:k + step].reshape((-1,) + (1,) * q1.ndim), w[k:k + step]) for k in range(0, len(t), step)]
     total = np.zeros(q1.shape)
-    for ti, wi in zip(t, w):
-        at = a * ti
-        inner = sum(np.tensordot(wj, g(at + b * tj), axes=(0, 0)) for tj, wj in tb)
-        total += wi * f(s1 * ti) * inner
+    with np.errstate(over="ignore", invalid="ignore"):  # check_tails says what an overflow means
+        for ti, wi in zip(t, w):
+            at = a * ti
+            inner = sum(np.tensordot(wj, g(at + b * tj), axes=(0, 0)) for tj, wj in tb)
+            total += wi * f(s1 * ti) * inner
     check_tails(lambda e: f(s1 * e[0]) * g(a * e[0] + b * e[1]), 2, total)
     return total
 
 
+@_quiet
 def expect_2d_polar(F: Callable[[Array, Array], Array], q1: Array, q2: Array, c: Array, deg: int) -> Array:
     """E[F(u, v)] for integrands with kinks where u = 0 or v = 0 (relu, step, compositions).
 
@@ -294,6 +310,7 @@ def psd_sqrt(cov: Array, what: str = "covariance", reduce: bool = False) -> Arra
     return L
 
 
+@_quiet
 def expect_nd(F: Callable[[Sequence[Array]], Array], cov: Array, deg: int, rule: str = "hermite",
               factor: Array | None = None) -> Array:
     """E[F(z)] for z ~ N(0, cov), cov of shape (..., D, D); F takes D arrays of shape (...).
@@ -326,6 +343,7 @@ def _along(F: Callable, L: Array, D: int) -> Callable[[Array], Array]:
     return G
 
 
+@_quiet
 def expect_mc(F: Callable[[Sequence[Array]], Array], cov: Array, samples: int,
               rng: np.random.Generator) -> tuple[Array, Array]:
     """Monte Carlo E[F(z)], z ~ N(0, cov); returns (mean, standard error)."""
