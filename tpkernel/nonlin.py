@@ -81,6 +81,12 @@ class Nonlinearity:
         return self.family.name
 
     @property
+    def is_product(self) -> bool:
+        """The product x1·x2·…·xk: the one nonlinearity the rules treat structurally (its
+        factors are factorised over independent atoms, its derivative is the other factors)."""
+        return self.family.name == "prod"
+
+    @property
     def label(self) -> str:
         """Readable name: ``relu``, ``abrelu[-0.3, 1.2]``, ``cos``, ``prod``."""
         for alias, (family, fixed) in ALIASES.items():

@@ -388,19 +388,12 @@ class Network:
     # -- derivatives -----------------------------------------------------------------
     def _uses(self, ev: Evaluation):
         """Per matrix or input layer, the (gradient dy, input z, transposed) of each use
-        y = W z (or y = Wᵀ z: then ∂f/∂W gets z dyᵀ); per bias, its gradient node."""
+        y = W z (or y = Wᵀ z: then ∂f/∂W gets z dyᵀ), as the backward program's terms
+        record them; per bias, its gradient node."""
         bw = ev.backward
-        program = self.program
-        out = {}
-        for key, info in self.infos.items():
-            if info.kind in ("matrix", "input"):
-                uses = [(bw.grads[y.name], y.arg, y.transpose) if isinstance(y, MatMul) else
-                        (bw.grads[y.name], y.name, False)
-                        for y in program.consumers(key)
-                        if isinstance(y, (MatMul, Embed)) and y.name in bw.grads]
-                out[key] = uses
-            elif info.kind == "bias" and key in bw.grads:
-                out[key] = [bw.grads[key]]
+        out = {key: [(u.grad, u.input, u.transpose) for u in uses] for key, uses in bw.uses.items()}
+        out.update({key: [bw.grads[key]] for key, info in self.infos.items()
+                    if info.kind == "bias" and key in bw.grads})
         return out
 
     def vjp(self, x, cotangent=None, lengths=None, *, output: str | None = None,
