@@ -379,7 +379,8 @@ def check_coordinatewise(fn: Callable, name: str, arity: int = 1) -> None:
 
     def call(xs: list[np.ndarray], how: str) -> np.ndarray:
         try:
-            out = fn(*xs)
+            with np.errstate(all="ignore"):  # a NaN or inf is reported below, by value and argument
+                out = fn(*xs)
         except Exception as err:
             raise ProgramError(f"{what} fails on a probe array of shape {xs[0].shape} ({how}): "
                                f"{type(err).__name__}: {err} (it must accept NumPy arrays and act coordinatewise)"
