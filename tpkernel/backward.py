@@ -33,7 +33,7 @@ from typing import Mapping
 
 from .errors import ProgramError
 from .ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout, Seed, mask_of
-from .nonlin import get as get_nonlin
+from .nonlin import product
 from .rules import RuleTable
 from .terms import Term, Use
 
@@ -126,7 +126,7 @@ def _vjp_nonlin(g: _Grad, u: Nonlin, x: str) -> list[tuple[str, float]]:
             others = u.args[:m] + u.args[m + 1:]
         else:
             others = (g.add(Nonlin(g.fresh("dphi"), u.fn.derivative(m), u.args)),)
-        prod = get_nonlin("prod", arity=1 + len(others))
+        prod = product(1 + len(others))
         out.append((g.add(Nonlin(g.fresh("dx"), prod, (du,) + others)), 1.0))
     return out
 

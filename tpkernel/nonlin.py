@@ -136,6 +136,11 @@ ALIASES: dict[str, tuple[str, tuple]] = {
 }
 
 
+def product(arity: int = 2) -> Nonlinearity:
+    """The product x1·x2·…·xk of ``arity`` vectors (see :attr:`Nonlinearity.is_product`)."""
+    return get("prod", arity=arity)
+
+
 def get(name: str, *params: float, arity: int = 1) -> Nonlinearity:
     """Look a nonlinearity up by family or alias name, e.g. ``get("abrelu", -0.3, 1.2)``,
     ``get("relu")``, ``get("leaky_relu", 0.1)``; ``get("sin")`` is sin(x + 0)."""

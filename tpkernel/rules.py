@@ -83,11 +83,10 @@ class RuleTable:
 
 def tables() -> dict[str, RuleTable]:
     """Every interpretation's rule table (importing the modules that define them)."""
-    from . import backward, draw, listing, nonlin  # noqa: F401
+    from . import backward, data, draw, ir, listing, symbolic  # noqa: F401
     from .finite import network  # noqa: F401
     from .limit import theorem  # noqa: F401
     from .pruning import scaling  # noqa: F401
-    from . import symbolic  # noqa: F401
     return dict(_TABLES)
 
 

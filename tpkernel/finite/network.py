@@ -50,6 +50,7 @@ import numpy as np
 from ..backward import Backward, backward, pick_readout
 from ..data import bind, check_dims, max_steps, pool
 from ..errors import NumericalError, ProgramError, ShapeError
+from ..rules import RuleTable
 from ..ir import Bias, Data, Embed, InputLayer, LinComb, Mask, MatMul, Matrix, Nonlin, Program, Readout, Seed, mask_of
 
 Array = np.ndarray
@@ -236,11 +237,12 @@ def _rule_seed(node: Seed, net: "Network", env: "_Env") -> Array:
     return (std * net.readout_vector(r))[:, None] * env.pool[None, :, node.index]
 
 
-RULES: dict[type, Callable] = {
+#: the finite-width interpretation: the (n, N) value of each vector on a batch
+RULES = RuleTable("finite width", {
     Bias: _rule_bias, Embed: _rule_embed, MatMul: _rule_matmul, Nonlin: _rule_nonlin,
     LinComb: _rule_lincomb, Seed: _rule_seed,
-}
-SKIP = (Data, InputLayer, Matrix, Readout)
+}, exempt={Data: "bound to the batch", InputLayer: "a sampled parameter", Matrix: "a sampled parameter",
+           Readout: "the output, computed by Network.evaluate from the pooled states"})
 
 
 @dataclass
@@ -365,12 +367,8 @@ class Network:
         bw = self.backward_program(output) if backward else None
         nodes = bw.program if bw is not None else program
         for node in nodes:
-            if isinstance(node, SKIP):
-                continue
-            rule = RULES.get(type(node))
-            if rule is None:
-                raise ProgramError(f"{node.name}: no finite-width rule for {type(node).__name__} nodes")
-            env.values[node.name] = rule(node, self, env)
+            if node.is_vector:
+                env.values[node.name] = RULES.rule(node)(node, self, env)
         pooled = np.zeros((self.width, env.N))
         for k, a in enumerate(r.args):
             if c[:, k].any():

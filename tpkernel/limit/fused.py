@@ -149,7 +149,7 @@ def chain_of(program: Program, readout: Readout) -> Chain | None:
             if uses.get(node.name, 0) != 1:
                 return None
         if isinstance(node, Nonlin):
-            if len(node.args) != 1 or node.fn.name == "prod" or node.fn.arity != 1:
+            if len(node.args) != 1 or node.fn.is_product or node.fn.arity != 1:
                 return None
             phi, g = node.fn, node.args[0]
             if uses.get(g, 0) != 1:

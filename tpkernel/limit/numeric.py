@@ -188,7 +188,7 @@ class Expectations(MasterTheorem):
             return _transpose((yield ("cov", v, u, ctx)), diag)
         if diag and self.sym:
             return _diagonal((yield ("cov", u, v, (a, a, False))))
-        return (yield ("rhs", u, v, ctx))
+        return (yield from self._rule_rhs(u, v, ctx))
 
     # -- masked input layers: moments conditional on the mask, and their average ------
     def average(self, x, ctx: Ctx):
