@@ -295,4 +295,10 @@ def nonlin(fn: Callable, *args, name: str | None = None, fn_name: str | None = N
     ``deriv`` gives its partial derivatives; without it they come from sympy (if fn
     accepts sympy symbols) or from a central finite difference.
     """
-    return apply(nl.user(fn, name=fn_name, deriv=deriv, arity=len(args)), *args, name=name)
+    try:
+        phi = nl.user(fn, name=fn_name, deriv=deriv, arity=len(args))
+    except ProgramError as err:  # name the node the function was meant for
+        where = f"node {name!r}" if name else "tp.nonlin applied to " + ", ".join(
+            repr(a.name) if isinstance(a, Vec) else "an expression" for a in args)
+        raise ProgramError(f"{where}: {err}") from None
+    return apply(phi, *args, name=name)
