@@ -35,4 +35,4 @@ from .drawer import DRAWING
 from .notation import PRUNED
 from .summary import DrawingSummary, _attrs, summary  # noqa: F401  (_attrs: the DOT attribute reader of the tests)
 
-__all__ = ["DRAWING", "DrawingSummary", "draw", "draw_sgd", "summary"]
+__all__ = ["DRAWING", "PRUNED", "DrawingSummary", "draw", "draw_sgd", "summary"]
