@@ -18,30 +18,16 @@ that every example reaches; otherwise a :class:`ShapeError` says which.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..backward import Backward, backward, readout_terms
 from ..terms import contract
 from ..data import _as_array, _bind, _check_dims, _pool, max_steps  # noqa: F401  (shared with tpkernel.finite)
-from ..errors import AccuracyWarning, NumericalError
+from ..checks import check_kernel
+from ..errors import AccuracyWarning
 from ..ir import Program, Readout
-from .numeric import Expectations, Report, Settings, Side
-
-
-@dataclass(frozen=True)
-class Kernels:
-    """The limiting kernels; ``nngp`` and ``ntk`` are (N1, N2) float64 arrays (or None
-    if not asked for).  ``report`` says which expectations needed numerical integration."""
-
-    nngp: np.ndarray | None
-    ntk: np.ndarray | None
-    report: Report = field(default_factory=Report, repr=False, compare=False)
-
-    def replace(self, **kw) -> "Kernels":
-        from dataclasses import replace
-        return replace(self, **kw)
+from .numeric import Expectations, Kernels, Report, Settings, Side
 
 
 # -- assembly -----------------------------------------------------------------------
@@ -73,7 +59,7 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
     evaluator), "fused" (insist on it) or "reference" (always the general evaluator).
     ``mask_exact_d``/``mask_samples``: a masked (pruned) input layer is averaged exactly over
     the 2^d masks of a row up to d = ``mask_exact_d``, beyond it by Monte Carlo over
-    ``mask_samples`` masks with a standard error (:mod:`tpkernel.pruning.mixture`; ``.report``
+    ``mask_samples`` masks with a standard error (:mod:`tpkernel.limit.mixture`; ``.report``
     says which).
     """
     wanted = (get,) if isinstance(get, str) else tuple(get or ("nngp", "ntk"))
@@ -89,7 +75,7 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
                                  lengths2=lengths2, quad_deg=quad_deg, quad_rule=quad_rule, quad_tol=quad_tol,
                                  nd_deg=nd_deg, mc_samples=mc_samples, seed=seed,
                                  error_estimate=error_estimate, dtype=dtype, engine=engine,
-                                 mask_exact_d=mask_exact_d, mask_samples=mask_samples)
+                                 mask_exact_d=mask_exact_d, mask_samples=mask_samples, evaluate=kernels)
     bw: Backward = backward(program, output) if "ntk" in wanted else None
     prog = bw.program if bw else program.validate()
     from ..backward import pick_readout
@@ -116,7 +102,7 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
     if fast is not None:
         nngp, ntk = fast
         nngp = nngp if "nngp" in wanted else None
-        return _finish(program, nngp, ntk, report, get, checked=True)
+        return _finish(program, nngp, ntk, report, get)
     m = Expectations(prog, sides, symmetric, settings)
     ctx = (0, 0 if symmetric else 1, False)
     shape = m.shape(ctx)
@@ -129,16 +115,21 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
         nngp = np.broadcast_to(m.collapse(nngp, ctx, "NNGP"), shape).astype(float)
     if "ntk" in wanted:
         ntk = np.broadcast_to(m.collapse(contract(bw.terms, table, "limit"), ctx, "NTK"), shape).astype(float)
+    for name, k in (("NNGP", nngp), ("NTK", ntk)):
+        check_kernel(program.name, name, k)
     if np.dtype(dtype) != np.float64:
-        nngp = nngp.astype(dtype) if nngp is not None else None
-        ntk = ntk.astype(dtype) if ntk is not None else None
+        k64 = {"NNGP": nngp, "NTK": ntk}
+        with np.errstate(over="ignore"):  # check_kernel names a float32 overflow
+            nngp = nngp.astype(dtype) if nngp is not None else None
+            ntk = ntk.astype(dtype) if ntk is not None else None
+        for name, k in (("NNGP", nngp), ("NTK", ntk)):
+            check_kernel(program.name, name, k, dtype, computed=k64[name])
     return _finish(program, nngp, ntk, m.report, get)
 
 
-def _finish(program: Program, nngp, ntk, report: Report, get, checked: bool = False):
-    for name, k in (("NNGP", nngp), ("NTK", ntk)):
-        if k is not None and not checked and not np.all(np.isfinite(k)):
-            raise NumericalError(f"the {name} of {program.name!r} is not finite (diverging expectation?)")
+def _finish(program: Program, nngp, ntk, report: Report, get):
+    """The result, with an AccuracyWarning for what did not reach the tolerance (the kernels have
+    been checked by :func:`tpkernel.checks.check_kernel`)."""
     short = [line[len("WARNING: "):] for line in report.summary().splitlines() if line.startswith("WARNING")]
     if report.monte_carlo:
         se = max(m["se"] for m in report.monte_carlo)

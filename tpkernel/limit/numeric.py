@@ -10,7 +10,7 @@ A pruned parameter (:class:`~tpkernel.ir.Mask`) multiplies the covariance of its
 (1 with rescaling).  A pruned input layer is a Gaussian scale mixture over each row's kept
 inputs S: its moments are conditional on S, carried as leading array axes and averaged where
 a MatMul (or the kernel) sums over coordinates (:meth:`Expectations.average`;
-:mod:`tpkernel.pruning.mixture`).
+:mod:`tpkernel.limit.mixture`).
 
 A *context* says which examples a moment pairs up: ``(a, b, False)`` gives the
 (N_a, N_b) matrix E[u(ξ_i) v(ξ'_j)] between data sets a and b, ``(a, a, True)`` the
@@ -69,7 +69,7 @@ class Report:
 
     quadrature: list[dict] = field(default_factory=list)
     monte_carlo: list[dict] = field(default_factory=list)
-    masks: list[dict] = field(default_factory=list)  # masked input layers (tpkernel.pruning.mixture)
+    masks: list[dict] = field(default_factory=list)  # masked input layers (tpkernel.limit.mixture)
 
     def unconverged(self) -> list[dict]:
         """The quadratures short of their tolerance, least accurate first."""
@@ -103,6 +103,20 @@ class Report:
         return "\n".join(lines) or "all expectations in closed form"
 
 
+@dataclass(frozen=True)
+class Kernels:
+    """The limiting kernels; ``nngp`` and ``ntk`` are (N1, N2) float64 arrays (or None
+    if not asked for).  ``report`` says which expectations needed numerical integration."""
+
+    nngp: np.ndarray | None
+    ntk: np.ndarray | None
+    report: Report = field(default_factory=Report, repr=False, compare=False)
+
+    def replace(self, **kw) -> "Kernels":
+        from dataclasses import replace
+        return replace(self, **kw)
+
+
 #: the finest nested trapezoid grid per dimension for integrals over r >= 3 variables (written
 #: for r = 1, 2 too: a rank-deficient covariance of 3 or 4 variables): k^r nodes per element
 ND_MAX_DEG = {1: 1025, 2: 257, 3: 65, 4: 33}
@@ -126,7 +140,7 @@ def _lower(deg: int) -> int:
 
 def _transpose(x, diag: bool = False):
     """E[v u] from E[u v]: swap the two example axes (the last two; leading axes, if any, index
-    the input masks of :mod:`tpkernel.pruning.mixture`)."""
+    the input masks of :mod:`tpkernel.limit.mixture`)."""
     return x if diag or np.ndim(x) < 2 else np.swapaxes(x, -1, -2)
 
 
@@ -150,7 +164,7 @@ class Expectations(MasterTheorem):
         self._angles: dict[tuple, tuple] = {}
         self._mix = None  # masked input layers: conditional moments given each row's kept inputs
         if any(getattr(n, "mask", None) is not None for n in program.of_type(InputLayer)):
-            from ..pruning.mixture import InputMixture
+            from .mixture import InputMixture
             self._mix = InputMixture(self)
 
     # -- contexts ------------------------------------------------------------------------
@@ -228,7 +242,7 @@ class Expectations(MasterTheorem):
 
     def gram(self, U: Embed, V: Embed, ctx: Ctx):
         """⟨ξ_t, ξ'_s⟩ / d for the data steps the two embeddings read (for a masked input layer
-        ⟨ξ_{t,S}, ξ'_{s,S}⟩ / d for every mask S of a row: :mod:`tpkernel.pruning.mixture`)."""
+        ⟨ξ_{t,S}, ξ'_{s,S}⟩ / d for every mask S of a row: :mod:`tpkernel.limit.mixture`)."""
         if self._mix is not None and self.p[U.layer].mask is not None:
             return self._mix.gram(U, V, ctx)
         a, b, diag = ctx
@@ -249,7 +263,7 @@ class Expectations(MasterTheorem):
                 g, h, ctx = pair
                 return _ARCCOS[phi.name](phi.params, psi.params, q1, q2, c,
                                          lambda sign: self._angle(g, h, ctx, sign, q1, q2, c))
-            return pair_rule(phi, psi)(q1, q2, c)
+            return gaussian.named(pair_rule(phi, psi), what)(q1, q2, c)  # errors name the expectation
         f = phi if phi is not None else (lambda x: x)
         g_ = psi if psi is not None else (lambda x: x)
         kinked = any(fn is not None and not fn.family.smooth for fn in (phi, psi))
@@ -258,7 +272,7 @@ class Expectations(MasterTheorem):
     def mean_value(self, phi: Nonlinearity, q, what: str):
         rule = mean_rule(phi)
         if rule is not None:
-            return rule(q)
+            return gaussian.named(rule, what)(q)  # errors name the expectation
         quad = self.settings.quad_rule
         return self._quadrature(lambda deg: gaussian.expect_1d(phi, q, deg, quad), 1, quad, what)
 
@@ -302,6 +316,7 @@ class Expectations(MasterTheorem):
         """Run a 1D/2D rule: adaptive to ``quad_tol`` unless ``quad_deg`` fixes the nodes."""
         s = self.settings
         converged = None
+        integral = gaussian.named(integral, what)  # errors name the expectation
         if s.quad_deg is None:
             val, deg, err = gaussian.adaptive(integral, start, s.quad_tol, s.max_deg)
             converged = err <= s.quad_tol
@@ -372,22 +387,23 @@ class Expectations(MasterTheorem):
         else:
             L = gaussian.psd_sqrt(cov, f"the covariance of E[{what}]", reduce=True)
             r = L.shape[-1]
+            nd, mc = gaussian.named(gaussian.expect_nd, what), gaussian.named(gaussian.expect_mc, what)
             if r <= 4 and not (kinked and s.nd_deg is None):
                 if s.nd_deg is None:
                     tol = max(s.quad_tol, 1e-9)
                     val, deg, err = gaussian.adaptive(
-                        lambda k: gaussian.expect_nd(F, cov, k, "trapezoid", factor=L), 17, tol,
+                        lambda k: nd(F, cov, k, "trapezoid", factor=L), 17, tol,
                         nd_max_deg(r, int(np.prod(cov.shape[:-2], dtype=np.int64)), s.max_deg))
                     self.report.quadrature.append({"dim": r, "deg": deg, "rule": "trapezoid", "what": what,
                                                    "error": err, "converged": err <= tol})
                 else:  # a fixed rule, but always checked: tensor Gauss-Hermite can be far off in 3-4D
-                    val = gaussian.expect_nd(F, cov, s.nd_deg, "hermite", factor=L)
-                    lower = gaussian.expect_nd(F, cov, _lower(s.nd_deg), "hermite", factor=L)
+                    val = nd(F, cov, s.nd_deg, "hermite", factor=L)
+                    lower = nd(F, cov, _lower(s.nd_deg), "hermite", factor=L)
                     err = float(np.max(np.abs(val - lower) / np.maximum(1.0, np.abs(val)), initial=0.0))
                     self.report.quadrature.append({"dim": r, "deg": s.nd_deg, "rule": "hermite", "what": what,
                                                    "error": err, "converged": err <= max(s.quad_tol, 1e-9)})
             else:
-                val, se = gaussian.expect_mc(F, cov, s.mc_samples, self._rng)
+                val, se = mc(F, cov, s.mc_samples, self._rng)
                 self.report.monte_carlo.append({"dim": r, "samples": s.mc_samples, "what": what,
                                                 "se": float(np.max(se))})
         if not np.all(np.isfinite(val)):

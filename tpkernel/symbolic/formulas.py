@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import sympy
 
+from ..checks import check_kernel
 from ..data import _bind, _check_dims, _pool, max_steps
 from ..errors import ProgramError
 from ..ir import InputLayer, Program, Readout
@@ -193,6 +194,7 @@ class Formulas:
         for name in ("nngp", "ntk"):
             out[name] = np.broadcast_to(ev.value(getattr(self, name), "X"), shape).astype(float) \
                 if name in wanted else None
+            check_kernel(self.program.name, name.upper(), out[name])  # the checks of tp.kernels
         result = Kernels(out["nngp"], out["ntk"], m.report)
         return getattr(result, get) if isinstance(get, str) else result
 
