@@ -1,7 +1,9 @@
 """The `tpkernel` command, the built-in examples and the listing."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +28,10 @@ def test_console_script_help(tmp_path):
     exe = [sys.executable, "-m", "tpkernel.cli"]
     res = subprocess.run(exe + ["--help"], capture_output=True, text=True, check=True)
     assert "show" in res.stdout and "examples" in res.stdout
+    # run in tmp_path, importing the tpkernel under test (this checkout), whatever else is installed
+    env = {**os.environ, "PYTHONPATH": str(Path(tp.__file__).parent.parent)}
     res = subprocess.run(exe + ["show", "mlp", "-n", "3", "-d", "5"], capture_output=True, text=True, check=True,
-                         cwd=tmp_path)
+                         cwd=tmp_path, env=env)
     assert "3 vectors in R^5 of norm √d" in res.stdout
 
 
