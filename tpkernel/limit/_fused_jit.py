@@ -7,6 +7,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ..nonlin import COLLINEAR
 from .fused import (_A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9, _A10, _DOWN, _HI0, _HI1, _LO0, _LO1,
                     _PI_HI, _PI_LO, _PIO2_HI, _PIO2_LO, _UP, INV_TWO_PI, PI)
 
@@ -54,6 +55,35 @@ def asin_fast(x):
     r = atan2_pos(ax, math.sqrt((1.0 - ax) * (1.0 + ax)))
     return -r if x < 0.0 else r
 
+@njit(inline="always", error_model="numpy")
+def residual(qi, qj, c):
+    """s = √(q q' − C²) without forming q q' (scale-safe), 0 when |ρ| is 1 to rounding: the
+    element form of :func:`tpkernel.nonlin.residual`."""
+    n = math.sqrt(qi) * math.sqrt(qj)
+    ac = abs(c)
+    e = n - ac
+    return math.sqrt(e) * math.sqrt(n + ac) if e > COLLINEAR * n else 0.0
+
+
+@njit(inline="always", error_model="numpy")
+def erf_parts(qi, qj, c, gb, ntk):
+    """(E[erf erf'], √det of the derivative kernel gauss(·, gb)): (2/π) atan2(2C, hypot(√(1 + 2q
+    + 2q'), 2s)) and hypot(√(1 − 2gb(q + q')), 2|gb| s), s from :func:`residual` (no product of
+    variances; the arcsin as an atan2, stable near ±1)."""
+    s = residual(qi, qj, c)
+    kn = (2 / PI) * atan2_signed(2 * c, math.hypot(math.sqrt(1 + 2 * (qi + qj)), 2 * s))
+    sd = 1.0
+    if ntk:
+        sd = math.hypot(math.sqrt(1 - 2 * gb * (qi + qj)), 2 * abs(gb) * s)
+    return kn, sd
+
+
+@njit(inline="always", error_model="numpy")
+def atan2_signed(y, x):
+    """atan2(y, x) for x >= 0 (in [−π/2, π/2]) by the vectorisable :func:`atan2_pos`."""
+    r = atan2_pos(abs(y), x)
+    return r if y >= 0.0 else -r
+
 @njit(parallel=True, **_jit)
 def _vec_atan2(s, c, out):
     for i in prange(s.shape[0]):
@@ -74,7 +104,7 @@ def _row_arccos(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, cpos, cneg, alpha2
         k = Ki[j] * 1.0
         c = a * k + beta
         qj = q2[j]
-        s = math.sqrt(max(qi * qj - c * c, 0.0))
+        s = residual(qi, qj, c)
         th = atan2_pos(s, c)
         kn = cpos * ((s + (PI - th) * c) * INV_TWO_PI)  # (a product, not a division: 1 ulp)
         thm = 0.0
@@ -120,10 +150,10 @@ def _row_erf(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, g2, gb, b4, alpha2):
         k = Ki[j] * 1.0
         c = a * k + beta
         qj = q2[j]
-        Ki[j] = alpha2 * ((2 / PI) * asin_fast(2 * c / math.sqrt((1 + 2 * qi) * (1 + 2 * qj))))
+        kn, sd = erf_parts(qi, qj, c, gb, ntk)
+        Ki[j] = alpha2 * kn
         if ntk:
-            det = (1 - 2 * gb * qi) * (1 - 2 * gb * qj) - b4 * c * c
-            kd = alpha2 * (g2 / math.sqrt(det))
+            kd = alpha2 * (g2 / sd)
             t = lam * k + mu
             if not first:
                 t = a * Ti[j] + t
@@ -185,7 +215,7 @@ def _quad_layer(K, q1, q2, a, beta, sym, code, ntk, t, w, wc, f1, d1, KN, KC, DN
             for j in range(j0, n2):
                 c = a * (K[i, j] * 1.0) + beta
                 qj = q2[j]
-                qq = math.sqrt(qi * qj)
+                qq = math.sqrt(qi) * math.sqrt(qj)  # (not √(q q'): scale-safe)
                 rho = c / qq if qq > 0.0 else 0.0
                 rho = min(1.0, max(-1.0, rho))
                 s2q = math.sqrt(qj)
@@ -326,7 +356,7 @@ def _mirror(A):
 @njit(inline="always", error_model="numpy")
 def _el_arccos(k, qi, qj, a, beta, cpos, cneg, ntk):
     c = a * k + beta
-    s = math.sqrt(max(qi * qj - c * c, 0.0))
+    s = residual(qi, qj, c)
     th = atan2_pos(s, c)
     kn = cpos * ((s + (PI - th) * c) * INV_TWO_PI)
     thm = 0.0
@@ -345,11 +375,10 @@ def _el_arccos(k, qi, qj, a, beta, cpos, cneg, ntk):
 @njit(inline="always", error_model="numpy")
 def _el_erf(k, qi, qj, a, beta, g2, gb, b4, ntk):
     c = a * k + beta
-    kn = (2 / PI) * asin_fast(2 * c / math.sqrt((1 + 2 * qi) * (1 + 2 * qj)))
+    kn, sd = erf_parts(qi, qj, c, gb, ntk)
     kd = 0.0
     if ntk:
-        det = (1 - 2 * gb * qi) * (1 - 2 * gb * qj) - b4 * c * c
-        kd = g2 / math.sqrt(det)
+        kd = g2 / sd
     return kn, kd
 
 

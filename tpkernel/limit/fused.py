@@ -65,6 +65,7 @@ from ..errors import NumericalError
 from ..ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout
 from ..nonlin import REGISTRY, Nonlinearity, pair_rule
 from . import gaussian
+from .scales import check_norms, check_variance
 
 #: numba is optional: without it the NumPy band path below runs.  It is imported only when a
 #: chain is evaluated (:func:`_jit`), never by ``import tpkernel``.
@@ -94,6 +95,7 @@ class Layer:
     beta: float  # Σ c_b² σ_b²
     lam: float  # lr_W c_W² σ_W²
     mu: float  # Σ lr_b c_b² σ_b²
+    node: str = ""  # the pre-activation h_l (named by errors)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Chain:
     v_ntk: float  # lr_v σ_v²
     o_var: float  # σ_o²
     o_ntk: float  # lr_o σ_o²
+    readout: str = ""
 
 
 def _masked(node) -> bool:
@@ -182,7 +185,7 @@ def chain_of(program: Program, readout: Readout) -> Chain | None:
                 return None
             nxt = None
         a = cw * cw * W.std ** 2
-        layers.append(Layer(phi, alpha, a, beta, W.lr * a, mu))
+        layers.append(Layer(phi, alpha, a, beta, W.lr * a, mu, g))
         if nxt is None:
             break
         x = nxt
@@ -192,7 +195,8 @@ def chain_of(program: Program, readout: Readout) -> Chain | None:
     std_v, lr_v = readout_scale(p, readout)
     o_var = readout.b_std ** 2 if readout.b_std is not None else 0.0
     o_ntk = readout.b_lr * o_var
-    return Chain(datas[0].name, tuple(reversed(layers)), std_v ** 2, lr_v * std_v ** 2, o_var, o_ntk)
+    return Chain(datas[0].name, tuple(reversed(layers)), std_v ** 2, lr_v * std_v ** 2, o_var, o_ntk,
+                 readout.name)
 
 
 # ---------------------------------------------------------------------------------
@@ -588,8 +592,9 @@ def _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk: bool, 
     n1, n2 = K.shape
     if symmetric:
         Q1 = np.empty((len(layers), n1))
-        J._diag_chain(np.diagonal(K).copy(), P, Q1, ntk)
-        Q2 = Q1
+        kd1 = np.diagonal(K).copy()
+        J._diag_chain(kd1, P, Q1, ntk)
+        Q2, kd2 = Q1, kd1
     else:  # per-example variances as the general evaluator computes them (registry rules)
         Q1, Q2 = np.empty((len(layers), n1)), np.empty((len(layers), n2))
         for l, (L, R) in enumerate(zip(layers, rules)):
@@ -597,6 +602,13 @@ def _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk: bool, 
             Q2[l] = L.a * kd2 + L.beta
             kd1 = run.diag_layer(R, Q1[l], f"φ{l + 1}")
             kd2 = run.diag_layer(R, Q2[l], f"φ{l + 1}")
+    # a kernel that leaves float64 (or the float32 storage) is refused at the layer it happens
+    # (the off-diagonal entries are bounded by the diagonal ones: |K_ij| <= √(K_ii K_jj))
+    for l, L in enumerate(layers):
+        check_variance(Q1[l], L.node, K.dtype)
+        check_variance(Q2[l], L.node, K.dtype)
+    for kd in (kd1, kd2):
+        check_variance(chain.v_var * kd + chain.o_var, chain.readout, K.dtype, "NNGP")
     rowcheck = np.empty(n1)
     J._chain(K, T, Q1, Q2, P, ntk, symmetric, chain.v_var, chain.o_var, chain.v_ntk, chain.o_ntk, rowcheck)
     if symmetric:
@@ -625,17 +637,21 @@ def _fused_kernels(chain: Chain, program: Program, sides, symmetric: bool, setti
         xb32 = xa32 if symmetric else xb.astype(np.float32)
         K = xa32 @ xb32.T
     else:
-        K = xa @ xb.T  # a symmetric rank-d update (syrk) when xb is xa
+        with np.errstate(over="ignore"):  # (an overflowing |ξ|² is refused just below)
+            K = xa @ xb.T  # a symmetric rank-d update (syrk) when xb is xa
     T = np.empty_like(K) if ntk else np.empty((1, 1), dtype=K.dtype)
     if symmetric:
         kd1 = kd2 = None
+        check_norms(np.diagonal(K), d, chain.data, dtype=dt)
     else:
         kd1 = np.einsum("id,id->i", xa, xa)
         kd2 = np.einsum("id,id->i", xb, xb)
+        check_norms(kd1, d, chain.data, "x1", dt)
+        check_norms(kd2, d, chain.data, "x2", dt)
     # K holds ⟨ξ, ξ'⟩ (not yet divided by d): the first layer's coefficients take the 1/d
     layers = list(chain.layers)
     f = layers[0]
-    layers[0] = Layer(f.phi, f.alpha, f.a / d, f.beta, f.lam / d, f.mu)
+    layers[0] = Layer(f.phi, f.alpha, f.a / d, f.beta, f.lam / d, f.mu, f.node)
     if numba_ok and all(R.kind in _ROW_KINDS for R in rules):
         return _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk, symmetric)
     for l, (L, R) in enumerate(zip(layers, rules)):
@@ -647,6 +663,8 @@ def _fused_kernels(chain: Chain, program: Program, sides, symmetric: bool, setti
             q2 = L.a * kd2 + L.beta
             kd1 = run.diag_layer(R, q1, what)
             kd2 = run.diag_layer(R, q2, what)
+        check_variance(q1, L.node, K.dtype)
+        check_variance(q2, L.node, K.dtype)
         run.layer(K, T, np.ascontiguousarray(q1), np.ascontiguousarray(q2), L, R, l == 0, what)
     if numba_ok:
         bad = _jit()._finish(K, T, chain.v_var, chain.o_var, chain.v_ntk, chain.o_ntk, ntk, symmetric)

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import NumericalError, ProgramError
 from ..ir import Bias, Embed, InputLayer, LinComb, MatMul, Nonlin, Program, Seed, mask_factor
+from .scales import check_norms, check_variance
 from ..nonlin import PAIR_RULES, Nonlinearity, arccos_angle, mean_rule, pair_rule
 from . import gaussian
 
@@ -271,6 +272,8 @@ class Moments:
                 self._cov[key] = _diagonal(self.cov(u, v, (a, a, False)))
             else:
                 self._cov[key] = self._compute_cov(u, v, ctx)
+            if diag and u == v and self.is_gaussian(u):  # a variance beyond float64: name the node
+                check_variance(self._cov[key], u)
         return self._cov[key]
 
     def _compute_cov(self, u: str, v: str, ctx: Ctx):
@@ -323,6 +326,9 @@ class Moments:
             xa = self.sides[a].data[U.data][:, U.step or 0, :]
             xb = self.sides[b].data[V.data][:, V.step or 0, :]
             d = xa.shape[1]
+            for x, side in ((xa, a), (xb, b)):  # |ξ|² must be finite: see tpkernel.limit.scales
+                check_norms(np.einsum("id,id->i", x, x), d, U.data if side == a else V.data,
+                            "" if self.sym else f"x{side + 1}")
             cache[key] = np.einsum("id,id->i", xa, xb) / d if diag else (xa @ xb.T) / d
         return cache[key]
 
