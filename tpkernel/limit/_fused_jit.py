@@ -221,7 +221,10 @@ def _quad_layer(K, q1, q2, a, beta, sym, code, ntk, t, w, wc, f1, d1, KN, KC, DN
                 s2q = math.sqrt(qj)
                 aa = s2q * rho
                 bb = s2q * math.sqrt(1 - rho * rho)
-                big = kap * (abs(aa) + bb) * abs(t0) > 600.0
+                span = (abs(aa) + bb) * abs(t0)
+                # exp(-κv) could overflow, or (tanh) v is small everywhere, where (1 - e)/(1 + e)
+                # loses the relative precision of tanh(v) ≈ v (kernels ~q then): evaluate directly
+                big = kap * span > 600.0 or (code == 0 and span < 1.0)
                 rr = math.exp(-kap * bb * h)
                 for kk in range(m):
                     e[kk] = math.exp(-kap * (aa * t[kk] + bb * t0))
@@ -232,7 +235,7 @@ def _quad_layer(K, q1, q2, a, beta, sym, code, ntk, t, w, wc, f1, d1, KN, KC, DN
                 for ll in range(m):
                     wl = w[ll]
                     wcl = wc[ll]
-                    if big:  # exp(-κv) could overflow: evaluate directly
+                    if big:
                         for kk in range(m):
                             v = aa * t[kk] + bb * t[ll]
                             if code == 0:
