@@ -34,6 +34,9 @@ from tpkernel.ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, 
 
 DTYPE = torch.float64
 
+#: node kinds added by extensions (tests of the rule tables): class → (node, values, N, n) → tensor
+EXTRA_FORWARD: dict[type, Callable] = {}
+
 # ---------------------------------------------------------------------------------
 # nonlinearities, written from their definitions (not from tpkernel.nonlin's maps)
 # ---------------------------------------------------------------------------------
@@ -220,6 +223,8 @@ class FiniteNet:
                 vals[node.name] = out if torch.is_tensor(out) else torch.full((self.N, n), out, dtype=DTYPE)
             elif isinstance(node, Readout):
                 continue  # handled below (only the chosen readout)
+            elif type(node) in EXTRA_FORWARD:
+                vals[node.name] = EXTRA_FORWARD[type(node)](node, vals, self.N, n)
             else:
                 raise NotImplementedError(f"node kind {type(node).__name__} in a forward program")
         r = self.r

@@ -65,7 +65,7 @@ class _Linear:
             terms, const = self._terms()
             c = float(other)
             return Lin(self.program, {k: c * v for k, v in terms.items()}, c * const)
-        return apply(nl.get("prod", arity=2), self, other)
+        return apply(nl.product(2), self, other)
 
     __rmul__ = __mul__
 

@@ -22,7 +22,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import NumericalError, ShapeError
-from .ir import Data, Embed, Program, Readout
+from .ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout, Seed
+from .rules import RuleTable
 
 
 def _as_array(x, name: str, length: int | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -104,14 +105,25 @@ def _check_dims(program: Program, bound: Sequence[dict]) -> None:
             dims[e.layer] = (d, e.data)
 
 
+def _steps_of_inputs(node, out: dict[str, int]) -> int:
+    return max((out.get(a, -1) for a in node.inputs), default=-1)
+
+
+#: the data/steps interpretation: the last data step each vector depends on
+STEPS = RuleTable("steps", {
+    Embed: lambda node, out: node.step or 0,
+    Bias: _steps_of_inputs, MatMul: _steps_of_inputs, Nonlin: _steps_of_inputs, LinComb: _steps_of_inputs,
+    Seed: _steps_of_inputs,
+}, exempt={Data: "bound to arrays", InputLayer: "a parameter", Matrix: "a parameter",
+           Readout: "an output (its pooling weights are computed by pool())"})
+
+
 def max_steps(program: Program) -> dict[str, int]:
     """For each vector, the last data step it depends on (-1 for none)."""
     out: dict[str, int] = {}
     for node in program:
-        if isinstance(node, Embed):
-            out[node.name] = node.step or 0
-        elif node.is_vector:
-            out[node.name] = max((out.get(a, -1) for a in node.inputs), default=-1)
+        if node.is_vector:
+            out[node.name] = STEPS.rule(node)(node, out)
     return out
 
 

@@ -45,6 +45,7 @@ from .backward import Backward, pick_readout
 from .backward import backward as _backward
 from .errors import ProgramError
 from .ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Node, Nonlin, Program, Readout, Seed
+from .rules import RuleTable
 
 __all__ = ["DrawingSummary", "draw", "draw_sgd", "summary"]
 
@@ -436,8 +437,8 @@ class _View:
         """A backward φ′(h) read only by one product is written inside it (·×φ′(·+·))."""
         users = self.users[name]
         node = self.program[name]
-        return (isinstance(node, Nonlin) and node.fn.name != "prod" and name not in self.forward
-                and len(users) == 1 and isinstance(users[0], Nonlin) and users[0].fn.name == "prod")
+        return (isinstance(node, Nonlin) and not node.fn.is_product and name not in self.forward
+                and len(users) == 1 and isinstance(users[0], Nonlin) and users[0].fn.is_product)
 
     def param_grad(self, name: str) -> bool:
         """The gradient sum db = Σ_t dh_t of a bias shared by several gates: a parameter's
@@ -454,7 +455,7 @@ class _View:
         return not (self.fused_lin(name) or self.fused_factor(name) or self.param_grad(name))
 
     def fn_text(self, node: Nonlin, operands: list[str]) -> str:
-        if node.fn.name == "prod":
+        if node.fn.is_product:
             return "×".join(f"({o})" if re.fullmatch(r"[−\d.e]*·([+−][\d.e]*·)+.*", o) else o for o in operands)
         try:
             label = self.deriv_label.get((node.fn, node.args)) if node.name not in self.forward else None
@@ -539,13 +540,10 @@ class _Drawer:
                 self.rule(node)(node)
 
     def rule(self, node: Node):
-        """The method drawing ``node``: ``_draw_<class>`` for its class or the nearest base
-        class (a pruned matrix class derived from Matrix is drawn as a Matrix)."""
-        for cls in type(node).__mro__:
-            method = getattr(self, "_draw_" + cls.__name__, None)
-            if method is not None:
-                return method
-        return self._draw_unknown
+        """The rule drawing ``node`` (:data:`DRAWING`: its class or the nearest base class),
+        bound to this drawer; a class without one is a MissingRuleError naming the node."""
+        fn = DRAWING.rule(node)
+        return lambda n: fn(self, n)
 
     def straighten(self, part: str, start: str, end: str) -> list[str]:
         """Put the shortest computation path start → end (the row's spine: the skip path of
@@ -559,10 +557,7 @@ class _Drawer:
             self.c.node(n, group=self.prefix + part)
         return path
 
-    # rules
-    def _draw_unknown(self, node: Node) -> None:
-        raise ProgramError(f"draw: no drawing rule for node {node.name!r} ({type(node).__name__})")
-
+    # rules (collected in DRAWING below)
     def _draw_Data(self, node: Node) -> None:
         """The raw input is not drawn; matrices and input layers are edge and node labels."""
 
@@ -684,6 +679,12 @@ class _Drawer:
             k = str(node.index + 1)
             v = _Text(f"<I>c</I><SUB>{k}</SUB>", "c" + k.translate(_SUB)) + v
         self.c.vector(self.id(node.name), False, v, v.plain, "initial seed")
+
+
+#: the drawing interpretation: one method of :class:`_Drawer` per node class
+DRAWING = RuleTable("drawing", {cls: getattr(_Drawer, "_draw_" + cls.__name__)
+                                for cls in (Data, InputLayer, Matrix, Bias, Embed, MatMul, Nonlin, LinComb,
+                                            Readout, Seed)})
 
 
 def _align(d: _Drawer, bwd: Backward) -> tuple[str, str] | None:
@@ -1110,7 +1111,7 @@ def draw_sgd(program: Program, steps: int = 1, train: str | Iterable[str] = "mat
             _, test_ins = test_view.operands(node.args)
             changes = [dl[a] for a in test_ins if a in dl]
             if changes:
-                fn = "Π" if node.fn.name == "prod" else _fn_name(node)
+                fn = "Π" if node.fn.is_product else _fn_name(node)
                 lines = ["√n(", f"{fn}(h̃+δh̃/√n)", f"−{fn}(h̃))"]
                 dl[node.name] = moved(node.name, delta(node.name))
                 gate("d/" + node.name, "".join(lines), [te.id(a) for a in test_ins] + changes, dl[node.name],

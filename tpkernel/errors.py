@@ -26,6 +26,11 @@ class NotBPLikeError(ProgramError):
     elsewhere, or a matrix is used both as W and as W^T in the forward pass."""
 
 
+class MissingRuleError(ProgramError):
+    """A node kind that an interpretation has no rule for (see :mod:`tpkernel.rules`): the
+    message names the node, its class and the interpretation."""
+
+
 class UnknownNonlinearityError(ProgramError):
     """A nonlinearity name that is not in the registry."""
 

@@ -116,7 +116,7 @@ def gated(T: int = 3, w_std: float = 1.0, u_std: float = 1.0, b_std: float | Non
         hh = Uh @ x[t] if s is None else Wh @ s + Uh @ x[t]
         if bz is not None:
             hz, hh = hz + bz, hh + bh
-        s = B.apply(B.nl.get("prod", arity=2), B.sigmoid(hz, name=f"z{t + 1}"), B.tanh(hh, name=f"c{t + 1}"),
+        s = B.apply(B.nl.product(2), B.sigmoid(hz, name=f"z{t + 1}"), B.tanh(hh, name=f"c{t + 1}"),
                     name=f"s{t + 1}")
         states.append(s)
     p.output(states, std=v_std, pool="last", name="f")

@@ -28,13 +28,20 @@ nodes it reads), offers a ``networkx.DiGraph`` view, and validates itself.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar, Iterable, Iterator
 
 import networkx as nx
 
 from .errors import NotBPLikeError, ProgramError
 from .nonlin import Nonlinearity
+from .rules import RuleTable
+
+
+#: the sorts of program variables (Tensor Programs' types): data bound at evaluation, n×n (or
+#: n×d) matrices, vectors of R^n, and scalars (outputs; NETSOR⊤+ moments).  A position axis
+#: for convolutions will be a property of data and vector nodes, not a new sort.
+SORTS = ("data", "matrix", "vector", "scalar")
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,14 @@ class Node:
     def inputs(self) -> tuple[str, ...]:
         return ()
 
-    is_vector = False  # an element of R^n
-    is_param = False  # trained; contributes to the NTK
-    is_gaussian_atom = False  # an initial vector or a MatMul: jointly Gaussian in the limit
+    sort: ClassVar[str] = "vector"
+    is_param: ClassVar[bool] = False  # trained; contributes to the NTK
+    is_gaussian_atom: ClassVar[bool] = False  # an initial vector or a MatMul: jointly Gaussian in the limit
+
+    @property
+    def is_vector(self) -> bool:
+        """An element of R^n (sort "vector")."""
+        return self.sort == "vector"
 
 
 def _check_std(name: str, what: str, value: float | None, allow_none: bool = False) -> None:
@@ -62,6 +74,7 @@ class Data(Node):
     """A data placeholder; ``length`` is the number of steps of a sequence (None: one vector)."""
 
     length: int | None = None
+    sort: ClassVar[str] = "data"
 
     def __post_init__(self) -> None:
         if self.length is not None and (not isinstance(self.length, int) or self.length < 1):
@@ -72,7 +85,8 @@ class Data(Node):
 class Param(Node):
     std: float = 1.0
     lr: float = 1.0
-    is_param = True
+    is_param: ClassVar[bool] = True
+    sort: ClassVar[str] = "matrix"
 
     def __post_init__(self) -> None:
         _check_std(self.name, "std", self.std)
@@ -174,19 +188,18 @@ class Matrix(Param):
 class Bias(Param):
     """An initial vector σ_b β, β iid N(0, 1): a G-var used as is."""
 
-    is_vector = True
-    is_gaussian_atom = True
+    sort: ClassVar[str] = "vector"
+    is_gaussian_atom: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class Embed(Node):
     """σ_U U ξ_t / √d: the input layer ``layer`` applied to step ``step`` of ``data``."""
 
-    layer: str = ""
-    data: str = ""
+    layer: str
+    data: str
     step: int | None = None
-    is_vector = True
-    is_gaussian_atom = True
+    is_gaussian_atom: ClassVar[bool] = True
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -197,11 +210,10 @@ class Embed(Node):
 class MatMul(Node):
     """W x (``transpose=False``) or Wᵀ x: a G-var."""
 
-    matrix: str = ""
-    arg: str = ""
+    matrix: str
+    arg: str
     transpose: bool = False
-    is_vector = True
-    is_gaussian_atom = True
+    is_gaussian_atom: ClassVar[bool] = True
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -212,9 +224,8 @@ class MatMul(Node):
 class Nonlin(Node):
     """φ(x_1, …, x_k) applied coordinatewise: an X-var."""
 
-    fn: Nonlinearity = field(default=None)  # type: ignore[assignment]
-    args: tuple[str, ...] = ()
-    is_vector = True
+    fn: Nonlinearity
+    args: tuple[str, ...]
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -225,10 +236,9 @@ class Nonlin(Node):
 class LinComb(Node):
     """Σ_k c_k x_k + c_0: a linear Nonlin, expanded bilinearly by every evaluator."""
 
-    args: tuple[str, ...] = ()
-    coeffs: tuple[float, ...] = ()
+    args: tuple[str, ...]
+    coeffs: tuple[float, ...]
     const: float = 0.0
-    is_vector = True
 
     def __post_init__(self) -> None:
         if len(self.args) != len(self.coeffs):
@@ -254,7 +264,7 @@ class Readout(Node):
     anywhere else: BP-likeness).  ``mask``: a :class:`Mask` on v (random pruning), or None.
     """
 
-    args: tuple[str, ...] = ()
+    args: tuple[str, ...]
     std: float = 1.0
     lr: float = 1.0
     b_std: float | None = None
@@ -262,6 +272,7 @@ class Readout(Node):
     pool: str | None = None
     vector: str | None = None
     mask: Mask | None = None
+    sort: ClassVar[str] = "scalar"
 
     def __post_init__(self) -> None:
         _check_mask(self)
@@ -285,10 +296,9 @@ class Readout(Node):
 class Seed(Node):
     """The readout's gradient on its ``index``-th argument, σ_v·c(t)·v (backward program)."""
 
-    readout: str = ""
-    index: int = 0
-    is_vector = True
-    is_gaussian_atom = True
+    readout: str
+    index: int
+    is_gaussian_atom: ClassVar[bool] = True
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -309,7 +319,10 @@ class Program:
     def __init__(self, name: str = "program", nodes: Iterable[Node] = ()) -> None:
         self.name = name
         self._nodes: dict[str, Node] = {}
+        self._position: dict[str, int] = {}
+        self._consumers: dict[str, list[Node]] = {}
         self._counter: dict[str, int] = {}
+        self._validated = -1  # the length at which validate() last passed (nodes are only appended)
         for node in nodes:
             self.add(node)
 
@@ -352,8 +365,12 @@ class Program:
         for ref in node.inputs:
             if ref not in self._nodes:
                 raise ProgramError(f"node {node.name!r} reads {ref!r}, which is not defined before it")
-        self._check_kinds(node)
+        CHECKS.rule(node)(self, node)
+        self._position[node.name] = len(self._nodes)
         self._nodes[node.name] = node
+        self._consumers[node.name] = []
+        for ref in dict.fromkeys(node.inputs):
+            self._consumers[ref].append(node)
         return node
 
     def __getitem__(self, name: str) -> Node:
@@ -376,7 +393,11 @@ class Program:
         return list(self._nodes.values())
 
     def index(self, name: str) -> int:
-        return list(self._nodes).index(name)
+        """The position of node ``name`` in the program."""
+        try:
+            return self._position[name]
+        except KeyError:
+            raise ProgramError(f"program {self.name!r} has no node {name!r}") from None
 
     def of_type(self, *types: type) -> list[Node]:
         return [n for n in self._nodes.values() if isinstance(n, types)]
@@ -390,7 +411,8 @@ class Program:
         return self.of_type(Param)  # type: ignore[return-value]
 
     def consumers(self, name: str) -> list[Node]:
-        return [n for n in self._nodes.values() if name in n.inputs]
+        """The nodes that read ``name``, in program order (an index kept by :meth:`add`)."""
+        return list(self._consumers.get(name, ()))
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -418,62 +440,25 @@ class Program:
         return f"<Program {self.name!r}: {len(self)} nodes>"
 
     # -- validation ----------------------------------------------------------------
-    def _check_kinds(self, node: Node) -> None:
-        """Check that each input of ``node`` is of the kind the instruction needs."""
-        get = self._nodes.__getitem__
-        if isinstance(node, Embed):
-            if not isinstance(get(node.layer), InputLayer):
-                raise ProgramError(f"{node.name}: {node.layer!r} is not an input layer")
-            data = get(node.data)
-            if not isinstance(data, Data):
-                raise ProgramError(f"{node.name}: input layer {node.layer!r} applied to {node.data!r}, "
-                                   "which is not data; use a matrix for vectors")
-            if (data.length is None) != (node.step is None):
-                raise ProgramError(f"{node.name}: data {data.name!r} "
-                                   + ("is a sequence: pick a step x[t]" if data.length else "has no steps"))
-            if data.length is not None and not 0 <= node.step < data.length:
-                raise ProgramError(f"{node.name}: step {node.step} outside 0..{data.length - 1} of {data.name!r}")
-        elif isinstance(node, MatMul):
-            m, a = get(node.matrix), get(node.arg)
-            if not isinstance(m, Matrix):
-                what = "an input layer (it takes data)" if isinstance(m, InputLayer) else "not a matrix"
-                raise ProgramError(f"{node.name}: {node.matrix!r} is {what}")
-            if not a.is_vector:
-                raise ProgramError(f"{node.name}: matrix {node.matrix!r} applied to {node.arg!r}, which is not a "
-                                   f"vector of width n ({type(a).__name__}); use an input layer for data")
-        elif isinstance(node, (Nonlin, LinComb, Readout)):
-            args = node.args
-            for a in args:
-                if not get(a).is_vector:
-                    raise ProgramError(f"{node.name}: argument {a!r} is not a vector ({type(get(a)).__name__})")
-            if isinstance(node, Nonlin):
-                if not isinstance(node.fn, Nonlinearity):
-                    raise ProgramError(f"{node.name}: {node.fn!r} is not a nonlinearity")
-                ar = node.fn.family.arity
-                if (ar and len(args) != ar) or not args or node.fn.arity != len(args):
-                    raise ProgramError(f"{node.name}: {node.fn.label} takes {ar or 'one or more'} "
-                                       f"argument(s), got {len(args)}")
-            if isinstance(node, Readout) and node.vector is not None and not isinstance(get(node.vector), Bias):
-                raise ProgramError(f"readout {node.name}: its vector {node.vector!r} must be an initial vector")
-        elif isinstance(node, Seed):
-            if not isinstance(get(node.readout), Readout):
-                raise ProgramError(f"{node.name}: {node.readout!r} is not a readout")
-
     def validate(self) -> "Program":
         """Check the whole program; raise a specific error naming the node at fault.
 
-        (Cycles cannot occur: :meth:`add` needs every input defined first, and
-        :meth:`from_nodes` rejects them.)  Checks: at least one readout; every parameter and vector is used
-        (a dangling node is an error: it would silently not count); readout vectors are
-        used only by their readout (BP-like); a matrix is not used both as W and as Wᵀ in
-        the forward pass (general NETSOR⊤ is not supported yet).
+        Each node's own inputs were checked by :meth:`add` (the :data:`CHECKS` table), and
+        cycles cannot occur (:meth:`add` needs every input defined first, :meth:`from_nodes`
+        rejects them).  Checks here, in one pass over the nodes (linear time; a program that
+        passed is not checked again until a node is added): at least one readout; every
+        parameter and vector is used (a dangling node is an error: it would silently not
+        count); readout vectors are used only by their readout (BP-like); a matrix is not
+        used both as W and as Wᵀ in the forward pass (general NETSOR⊤ is not supported yet).
         """
-        if not self.readouts:
+        if self._validated == len(self._nodes):
+            return self
+        if not any(isinstance(n, Readout) for n in self._nodes.values()):
             raise ProgramError(f"program {self.name!r} has no readout (use program.output(x))")
         for node in self._nodes.values():
             if isinstance(node, (Readout, Seed)):
                 continue
-            users = self.consumers(node.name)
+            users = self._consumers[node.name]
             if not users:
                 kind = "parameter" if node.is_param else ("data" if isinstance(node, Data) else "vector")
                 raise ProgramError(f"{kind} {node.name!r} is defined but never used (dangling)")
@@ -482,11 +467,12 @@ class Program:
                 others = ", ".join(repr(u.name) for u in users if u is not vec_users[0])
                 raise NotBPLikeError(f"readout vector {node.name!r} of {vec_users[0].name!r} is also used by "
                                      f"{others}: the program is not BP-like")
-        for m in self.of_type(Matrix):
-            flags = {u.transpose for u in self.consumers(m.name) if isinstance(u, MatMul)}
-            if flags == {True, False}:
-                raise NotBPLikeError(f"matrix {m.name!r} is used both as W and as Wᵀ in the forward pass: "
-                                     "general NETSOR⊤ (the Ż correction) is not supported yet")
+            if isinstance(node, Matrix):
+                flags = {u.transpose for u in users if isinstance(u, MatMul)}
+                if flags == {True, False}:
+                    raise NotBPLikeError(f"matrix {node.name!r} is used both as W and as Wᵀ in the forward pass: "
+                                         "general NETSOR⊤ (the Ż correction) is not supported yet")
+        self._validated = len(self._nodes)
         return self
 
     # -- builder methods (see tpkernel.builder) --------------------------------------
@@ -534,3 +520,79 @@ class Program:
         or ``"latex"`` renders it in the algorithm style of the Tensor Programs papers."""
         from .listing import listing
         return listing(self, style)
+
+
+# -- validation: one rule per node class, run by Program.add on each new node -----------
+
+def _check_none(program: Program, node: Node) -> None:
+    """Nodes that read nothing (data, parameters, biases)."""
+
+
+def _check_embed(program: Program, node: Embed) -> None:
+    get = program.__getitem__
+    if not isinstance(get(node.layer), InputLayer):
+        raise ProgramError(f"{node.name}: {node.layer!r} is not an input layer")
+    data = get(node.data)
+    if not isinstance(data, Data):
+        raise ProgramError(f"{node.name}: input layer {node.layer!r} applied to {node.data!r}, "
+                           "which is not data; use a matrix for vectors")
+    if (data.length is None) != (node.step is None):
+        raise ProgramError(f"{node.name}: data {data.name!r} "
+                           + ("is a sequence: pick a step x[t]" if data.length else "has no steps"))
+    if data.length is not None and not 0 <= node.step < data.length:
+        raise ProgramError(f"{node.name}: step {node.step} outside 0..{data.length - 1} of {data.name!r}")
+
+
+def _check_matmul(program: Program, node: MatMul) -> None:
+    m, a = program[node.matrix], program[node.arg]
+    if not isinstance(m, Matrix):
+        what = "an input layer (it takes data)" if isinstance(m, InputLayer) else "not a matrix"
+        raise ProgramError(f"{node.name}: {node.matrix!r} is {what}")
+    if not a.is_vector:
+        raise ProgramError(f"{node.name}: matrix {node.matrix!r} applied to {node.arg!r}, which is not a "
+                           f"vector of width n ({type(a).__name__}); use an input layer for data")
+
+
+def _check_vector_args(program: Program, node) -> None:
+    for a in node.args:
+        if not program[a].is_vector:
+            raise ProgramError(f"{node.name}: argument {a!r} is not a vector ({type(program[a]).__name__})")
+
+
+def _check_nonlin(program: Program, node: Nonlin) -> None:
+    _check_vector_args(program, node)
+    if not isinstance(node.fn, Nonlinearity):
+        raise ProgramError(f"{node.name}: {node.fn!r} is not a nonlinearity")
+    ar, args = node.fn.family.arity, node.args
+    if (ar and len(args) != ar) or not args or node.fn.arity != len(args):
+        raise ProgramError(f"{node.name}: {node.fn.label} takes {ar or 'one or more'} argument(s), got {len(args)}")
+
+
+def _check_readout(program: Program, node: Readout) -> None:
+    _check_vector_args(program, node)
+    if node.vector is not None and not isinstance(program[node.vector], Bias):
+        raise ProgramError(f"readout {node.name}: its vector {node.vector!r} must be an initial vector")
+
+
+def _check_seed(program: Program, node: Seed) -> None:
+    if not isinstance(program[node.readout], Readout):
+        raise ProgramError(f"{node.name}: {node.readout!r} is not a readout")
+
+
+#: the validation interpretation: checks of a node against the nodes it reads
+CHECKS = RuleTable("validation", {
+    Data: _check_none, InputLayer: _check_none, Matrix: _check_none, Bias: _check_none,
+    Embed: _check_embed, MatMul: _check_matmul, Nonlin: _check_nonlin, LinComb: _check_vector_args,
+    Readout: _check_readout, Seed: _check_seed,
+})
+
+#: every node class of the IR (tests check that each interpretation's table covers them)
+NODE_CLASSES: tuple[type, ...] = (Data, InputLayer, Matrix, Bias, Embed, MatMul, Nonlin, LinComb, Readout, Seed)
+
+
+def register_node_class(cls: type) -> type:
+    """Add a node class to :data:`NODE_CLASSES` (an extension registers its rules in each table)."""
+    global NODE_CLASSES
+    if cls not in NODE_CLASSES:
+        NODE_CLASSES = NODE_CLASSES + (cls,)
+    return cls

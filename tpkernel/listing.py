@@ -56,6 +56,7 @@ from . import ir
 from . import nonlin as nl
 from .errors import NotBPLikeError, ProgramError
 from .ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Node, Nonlin, Program, Readout, Seed
+from .rules import RuleTable
 
 __all__ = ["listing", "line", "parse", "parse_file", "render", "ListingError", "GRAMMAR"]
 
@@ -113,7 +114,7 @@ def _lincomb(n: LinComb) -> str:
 
 def _nonlin(n: Nonlin) -> str:
     fn = n.fn
-    if fn.name == "prod":
+    if fn.is_product:
         return f"{n.name} = " + " * ".join(n.args)
     return f"{n.name} = {fn.label}({', '.join(n.args)})"
 
@@ -126,7 +127,8 @@ def _readout(n: Readout) -> str:
             + (f" vector={n.vector}" if n.vector else "") + _mask_opts(n))
 
 
-PRINTERS: dict[type, Callable] = {
+#: the listing interpretation: one line of text per node
+PRINTERS = RuleTable("listing", {
     Data: lambda n: f"data {n.name}" + (f"[{n.length}]" if n.length is not None else ""),
     InputLayer: _param("input"),
     Matrix: _param("matrix"),
@@ -137,14 +139,19 @@ PRINTERS: dict[type, Callable] = {
     Nonlin: _nonlin,
     Readout: _readout,
     Seed: lambda n: f"{n.name} = seed({n.readout}, {n.index})",
-}
+})
 
 DECLARATIONS = (Data, InputLayer, Matrix, Bias)
+
+#: node kinds written as calls ``name = kind[params](args)`` beyond nonlinearities: keyword →
+#: constructor(node name, [params], [argument names]) used by the parser (an extension
+#: registers its keyword here and a printer writing the same call in :data:`PRINTERS`)
+CALLS: dict[str, Callable[[str, list, list], Node]] = {}
 
 
 def line(node: Node) -> str:
     """One node as one line of the listing."""
-    return PRINTERS[type(node)](node)
+    return PRINTERS.rule(node)(node)
 
 
 def listing(program: Program, style: str = "text") -> str:
@@ -193,47 +200,60 @@ def _pretty(name: str, style: str) -> str:
     return stem + (f"^{{{digits}}}" if digits else "") + (f"_{{{rest}}}" if rest else "")
 
 
-def _vtype(program: Program, name: str, memo: dict) -> str:
-    if name not in memo:
-        node = program[name]
-        gauss = node.is_gaussian_atom or (isinstance(node, LinComb) and node.const == 0.0
-                                          and all(_vtype(program, a, memo) == "G" for a in node.args))
-        memo[name] = "G" if gauss else "X"
-    return memo[name]
+def _vtypes(program: Program) -> dict[str, str]:
+    """G (Gaussian: initial vectors, MatMuls and their centred linear combinations) or X for
+    every vector, in one pass in program order."""
+    from .limit.theorem import Structure
+    return {u: "G" if g else "X" for u, g in Structure(program).gaussian.items()}
+
+
+def _rhs_embed(node: Embed, P, tex: bool) -> str:
+    gap = "\\," if tex else " "
+    return f"{P(node.layer)}{gap}{P(node.data)}" + (
+        (f"_{{{node.step}}}" if tex else f"[{node.step}]") if node.step is not None else "")
+
+
+def _rhs_matmul(node: MatMul, P, tex: bool) -> str:
+    t = (r"^{\top}" if tex else "ᵀ") if node.transpose else ""
+    return f"{P(node.matrix)}{t} {P(node.arg)}" if not tex else f"{P(node.matrix)}{t}\\,{P(node.arg)}"
+
+
+def _rhs_lincomb(node: LinComb, P, tex: bool) -> str:
+    parts = []
+    for a, c in list(zip(node.args, node.coeffs)) + ([(None, node.const)] if node.const else []):
+        mag = abs(c)
+        space = "\\," if tex else " "
+        body = _num(mag) if a is None else (P(a) if mag == 1 else f"{_num(mag)}{space}{P(a)}")
+        parts.append(("-" if c < 0 else "+", body))
+    text = ("-" if parts[0][0] == "-" else "") + parts[0][1]
+    return text + "".join(f" {s} {b}" for s, b in parts[1:])
+
+
+def _rhs_nonlin(node: Nonlin, P, tex: bool) -> str:
+    if node.fn.is_product:
+        return (r" \odot " if tex else " ⊙ ").join(P(a) for a in node.args)
+    label = node.fn.label
+    if tex:
+        m = re.match(r"^(\w+)(?:\[(.*)\])?$", label)
+        fname, params = (m.group(1), m.group(2)) if m else (label, None)
+        label = r"\mathrm{%s}" % fname.replace("_", r"\_") + (f"_{{{params}}}" if params else "")
+    return f"{label}({', '.join(P(a) for a in node.args)})"
+
+
+def _rhs_seed(node: Seed, P, tex: bool) -> str:
+    return (r"\mathrm{seed}" if tex else "seed") + f"({P(node.readout)}, {node.index})"
+
+
+#: the algorithm-style rendering (:func:`render`): the right-hand side of each instruction
+#: (declarations and readouts are written by :func:`render` itself)
+ALGORITHM = RuleTable("algorithm style", {
+    Embed: _rhs_embed, MatMul: _rhs_matmul, LinComb: _rhs_lincomb, Nonlin: _rhs_nonlin, Seed: _rhs_seed,
+}, exempt={Data: "a declaration", InputLayer: "a declaration", Matrix: "a declaration",
+           Bias: "a declaration", Readout: "written as the program's output line"})
 
 
 def _rhs(node: Node, style: str) -> str:
-    P = lambda s: _pretty(s, style)  # noqa: E731
-    tex = style == "latex"
-    if isinstance(node, Embed):
-        gap = "\\," if tex else " "
-        return f"{P(node.layer)}{gap}{P(node.data)}" + (
-            (f"_{{{node.step}}}" if tex else f"[{node.step}]") if node.step is not None else "")
-    if isinstance(node, MatMul):
-        t = (r"^{\top}" if tex else "ᵀ") if node.transpose else ""
-        return f"{P(node.matrix)}{t}{' ' if not tex else ''}{P(node.arg)}" if not tex \
-            else f"{P(node.matrix)}{t}\\,{P(node.arg)}"
-    if isinstance(node, LinComb):
-        parts = []
-        for a, c in list(zip(node.args, node.coeffs)) + ([(None, node.const)] if node.const else []):
-            mag = abs(c)
-            space = "\\," if tex else " "
-            body = _num(mag) if a is None else (P(a) if mag == 1 else f"{_num(mag)}{space}{P(a)}")
-            parts.append(("-" if c < 0 else "+", body))
-        text = ("-" if parts[0][0] == "-" else "") + parts[0][1]
-        return text + "".join(f" {s} {b}" for s, b in parts[1:])
-    if isinstance(node, Nonlin):
-        if node.fn.name == "prod":
-            return (r" \odot " if tex else " ⊙ ").join(P(a) for a in node.args)
-        label = node.fn.label
-        if tex:
-            m = re.match(r"^(\w+)(?:\[(.*)\])?$", label)
-            fname, params = (m.group(1), m.group(2)) if m else (label, None)
-            label = r"\mathrm{%s}" % fname.replace("_", r"\_") + (f"_{{{params}}}" if params else "")
-        return f"{label}({', '.join(P(a) for a in node.args)})"
-    if isinstance(node, Seed):
-        return (r"\mathrm{seed}" if tex else "seed") + f"({P(node.readout)}, {node.index})"
-    raise TypeError(type(node))
+    return ALGORITHM.rule(node)(node, lambda s: _pretty(s, style), style == "latex")
 
 
 def render(program: Program, style: str = "unicode") -> str:
@@ -248,7 +268,7 @@ def render(program: Program, style: str = "unicode") -> str:
         raise ValueError(f"style must be 'text', 'unicode' or 'latex', got {style!r}")
     tex = style == "latex"
     P = lambda s: _pretty(s, style)  # noqa: E731
-    memo: dict = {}
+    vtypes = _vtypes(program)
     G = (lambda t: r"\mathsf{%s}(n)" % t) if tex else (lambda t: f"{t}(n)")
     sig = r"\sigma" if tex else "σ"
 
@@ -303,7 +323,7 @@ def render(program: Program, style: str = "unicode") -> str:
                 note += f", mask p={_num(p_mask)}" + (" (rescaled)" if rescale else "")
             outputs.append((expr, note.lstrip(", ")))
             continue
-        typ = G(_vtype(program, n.name, memo))
+        typ = G(vtypes[n.name])
         body.append((P(n.name), _rhs(n, style), typ))
     width = max([len(f"{a} := {b}") for a, b, _ in body] + [0])
     if tex:
@@ -537,7 +557,7 @@ class _Compiler:
             line = self.where.get(name, (None,))[0]
             raise _Err(f"{name!r} is already defined" + (f" on line {line}" if line else ""), self.pos(tok),
                        "duplicate")
-        if name in ("seed", "prod") or name in nl.REGISTRY or name in nl.ALIASES:
+        if name in ("seed", "prod") or name in nl.REGISTRY or name in nl.ALIASES or name in CALLS:
             raise _Err(f"{name!r} is the name of a nonlinearity; choose another name", self.pos(tok), "duplicate")
         return name
 
@@ -801,7 +821,7 @@ class _Compiler:
             v = vecs[0]
         else:
             names = tuple(self.as_vector(x, None) for x in vecs)
-            fn = nl.get("prod", arity=len(names))
+            fn = nl.product(len(names))
             v = _V("pending", pos, make=lambda nm, names=names, fn=fn: Nonlin(nm, fn, names))
         if coeff == 1.0:
             return v
@@ -907,10 +927,14 @@ class _Compiler:
         if not arg_trees:
             raise _Err(f"{name}() needs at least one argument", cpos, "arity")
         args = [self.e(t) for t in arg_trees]
+        if name in CALLS and name not in self.p:
+            names = [self.as_vector(a, None) for a in args]
+            make = CALLS[name]
+            return _V("pending", pos, make=lambda nm: make(nm, list(params), names))
         if name == "prod":
             if params:
                 raise _Err("prod takes no [...] parameters", self.pos(bracket), "nonlinearity")
-            fn = nl.get("prod", arity=len(args))
+            fn = nl.product(len(args))
         else:
             if name in self.p and name not in nl.REGISTRY and name not in nl.ALIASES:
                 node = self.p[name]

@@ -81,6 +81,12 @@ class Nonlinearity:
         return self.family.name
 
     @property
+    def is_product(self) -> bool:
+        """The product x1·x2·…·xk: the one nonlinearity the rules treat structurally (its
+        factors are factorised over independent atoms, its derivative is the other factors)."""
+        return self.family.name == "prod"
+
+    @property
     def label(self) -> str:
         """Readable name: ``relu``, ``abrelu[-0.3, 1.2]``, ``cos``, ``prod``."""
         for alias, (family, fixed) in ALIASES.items():
@@ -128,6 +134,11 @@ ALIASES: dict[str, tuple[str, tuple]] = {
     "cos": ("sin", (math.pi / 2,)),
     "identity": ("power", (1.0,)),
 }
+
+
+def product(arity: int = 2) -> Nonlinearity:
+    """The product x1·x2·…·xk of ``arity`` vectors (see :attr:`Nonlinearity.is_product`)."""
+    return get("prod", arity=arity)
 
 
 def get(name: str, *params: float, arity: int = 1) -> Nonlinearity:

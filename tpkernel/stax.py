@@ -541,7 +541,7 @@ class _FanIn(_NetSpec):
             for h in hs[1:]:
                 total = total + h
             return _Vec(total, width)
-        return _Vec(B.apply(nl.get("prod", arity=len(hs)), *hs, name=ctx.p.fresh("x")), width)
+        return _Vec(B.apply(nl.product(len(hs)), *hs, name=ctx.p.fresh("x")), width)
 
     def init(self, rng, shape):
         shapes = self._branches(shape)

@@ -50,11 +50,13 @@ from sympy.printing.latex import LatexPrinter, greek_letters_set
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.str import StrPrinter
 
-from .backward import Backward, backward, pick_readout, readout_scale
+from .backward import Backward, backward, pick_readout, readout_scale, readout_terms
+from .terms import contract
 from .errors import ProgramError
-from .ir import Bias, Embed, InputLayer, LinComb, MatMul, Nonlin, Program, Readout, Seed
+from .ir import Embed, InputLayer, Nonlin, Program, Readout
 from .limit import gaussian
-from .limit.moments import Moments, Settings
+from .limit.numeric import Expectations, Settings
+from .limit.theorem import LIMIT, Function, Linear, MasterTheorem
 from .nonlin import Nonlinearity, mean_rule, pair_rule, sym_number, sympy_mean_rule, sympy_pair_rule
 
 try:  # data binding is shared with the numeric evaluator
@@ -481,7 +483,7 @@ class Formulas:
         self.closed_form = bool(closed_form)
         self.lengths = lengths
         self.show_lr = show_lr
-        b = _Builder(program, output, self.closed_form, lengths, show_lr)
+        b = SymbolicTheorem(program, output, self.closed_form, lengths, show_lr)
         self._b = b
         self.readout: Readout = b.r
         self.params: dict[Param, float] = b.param_values
@@ -625,7 +627,7 @@ class Formulas:
             data, pools = data * 2, pools * 2
         settings = Settings(quad_deg=quad_deg, quad_rule=quad_rule, quad_tol=quad_tol, nd_deg=nd_deg,
                             mc_samples=mc_samples, seed=seed)
-        m = Moments(self._b.p, [], symmetric, settings)
+        m = Expectations(self._b.p, [], symmetric, settings)
         ev = _Evaluator(self, data, pools, symmetric, m)
         shape = (len(pools[0]), len(pools[1]))
         out = {}
@@ -653,10 +655,14 @@ def formulas(program: Program, closed_form: bool = False, *, output: str | None 
 # the interpretation
 # ---------------------------------------------------------------------------------
 
-class _Builder:
-    """Runs the Master-Theorem rules of :class:`~tpkernel.limit.moments.Moments` on sympy
-    expressions.  ``E(u, v, a, b)`` is E[Z^u(a) Z^v(b)]: the symbol of a line when u and v
-    are both named vectors, otherwise the expression itself."""
+class SymbolicTheorem(MasterTheorem):
+    """The sympy back end of the Master Theorem (:mod:`tpkernel.limit.theorem`): the same
+    rules as the numeric evaluator, over sympy expressions.  A context is a pair of the
+    symbols ξ, ξ'; E[Z^u(a) Z^v(b)] of two *named* vectors is the symbol of a line
+    (Σ[u,v](a, b) or D[u,v](a, b)) whose right-hand side is recorded once, at (ξ, ξ')."""
+
+    zero = sympy.Integer(0)
+    one = sympy.Integer(1)
 
     def __init__(self, program: Program, output, closed_form: bool, lengths: str, show_lr) -> None:
         program.validate()
@@ -670,15 +676,15 @@ class _Builder:
                 raise
             self.bw = Backward(program, self.r.name, {}, ())
             self.has_ntk = False
-        self.p = self.bw.program
-        self.S = Moments(self.p, [], True)  # the structural helpers: atoms, keys, factors, components
-        self.order = {n.name: i for i, n in enumerate(self.p)}
+        super().__init__(self.bw.program)
+        self._rules["line"] = self._rule_line
+        self.S = self.structure
+        self.order = self.structure.order
         self.closed_form = closed_form
         self.lengths = lengths
         self.show_lr = show_lr
         self.param_values: dict[Param, float] = {}
-        self.memo: dict[tuple, sympy.Expr] = {}
-        self.lines: dict[tuple[str, str], sympy.Expr | None] = {}
+        self.lines: dict[tuple[str, str], sympy.Expr] = {}
         self.same_lines: dict[tuple[str, str], sympy.Expr] = {}
         self.labels = self._derivative_labels()
         self.named = self._named()
@@ -697,12 +703,13 @@ class _Builder:
             if not n.is_vector:
                 continue
             users = self.fwd.consumers(n.name)
-            if isinstance(n, Nonlin):
+            role = LIMIT.rule(n)
+            if isinstance(role, Function):  # a nonlinearity
                 keep = True
-            elif isinstance(n, LinComb):
-                keep = any(not isinstance(u, LinComb) for u in users)
-            else:
-                keep = any(isinstance(u, (Nonlin, Readout)) for u in users)
+            elif isinstance(role, Linear):  # a sum that something other than a sum reads
+                keep = any(not isinstance(LIMIT.find(type(u)), Linear) for u in users)
+            else:  # a Gaussian atom read by a nonlinearity or an output
+                keep = any(isinstance(LIMIT.find(type(u)), Function) or u.sort == "scalar" for u in users)
             if keep:
                 out[n.name] = (Sigma, n.name)
                 fwd_named.append(n.name)
@@ -715,7 +722,7 @@ class _Builder:
     def _derivative_labels(self) -> dict[Nonlinearity, str]:
         out: dict[Nonlinearity, str] = {}
         for n in self.fwd.of_type(Nonlin):
-            if n.fn.name == "prod" or n.fn.family.deriv is None:
+            if n.fn.is_product or n.fn.family.deriv is None:
                 continue
             for m in range(len(n.args)):
                 try:
@@ -793,124 +800,63 @@ class _Builder:
             c[:] = 1.0 / K
         return c
 
-    # -- the rules -------------------------------------------------------------------
+    # -- the domain of the Master Theorem ------------------------------------------
+    def side(self, ctx, k: int):
+        return (ctx[k], ctx[k])
+
+    def same_example(self, ctx) -> bool:
+        return ctx[0] == ctx[1]
+
+    def number(self, c: float) -> sympy.Expr:
+        return sym_number(c)
+
+    def is_zero(self, x) -> bool:
+        return x == 0
+
     def E(self, u: str, v: str, a, b) -> sympy.Expr:
         """E[Z^u(a) Z^v(b)], a and b each ξ or ξ'."""
+        return self.cov(u, v, (a, b))
+
+    def _rule_cov(self, u: str, v: str, ctx):
+        a, b = ctx
         if a == b and self.order[u] > self.order[v]:
-            u, v = v, u
-        key = (u, v, a, b)
-        if key in self.memo:
-            return self.memo[key]
+            return (yield ("cov", v, u, ctx))
         nu, nv = self.named.get(u), self.named.get(v)
         if nu is not None and nv is not None and nu[0] is nv[0]:
-            rhs = self.line(u, v)
-            val = sympy.Integer(0) if rhs == 0 else nu[0](sympy.Symbol(nu[1]), sympy.Symbol(nv[1]), a, b)
-        else:
-            val = self.rhs(u, v, a, b)
-        self.memo[key] = val
-        return val
+            rhs = yield ("line", u, v)
+            return sympy.Integer(0) if rhs == 0 else nu[0](sympy.Symbol(nu[1]), sympy.Symbol(nv[1]), a, b)
+        return (yield ("rhs", u, v, ctx))
 
-    def line(self, u: str, v: str) -> sympy.Expr:
-        if (u, v) not in self.lines:
-            self.lines[(u, v)] = None
-            rhs = self.lines[(u, v)] = self.rhs(u, v, XI, XI2)
-            if any(not f.same_example for f in rhs.atoms(GaussianIntegral)):
-                # on one example the evaluator integrates over the union of the atoms (fewer
-                # Gaussians): keep that form for evaluating Σ[u,v](ξ,ξ) and Σ[u,v](ξ',ξ')
-                self.same_lines[(u, v)] = self.rhs(u, v, XI, XI)
-        rhs = self.lines[(u, v)]
-        if rhs is None:  # pragma: no cover - programs are acyclic
-            raise ProgramError(f"cyclic covariance between {u!r} and {v!r}")
+    def _rule_line(self, u: str, v: str):
+        """The right-hand side of the line of (u, v), at (ξ, ξ')."""
+        rhs = self.lines[(u, v)] = yield ("rhs", u, v, (XI, XI2))
+        if any(not f.same_example for f in rhs.atoms(GaussianIntegral)):
+            # on one example the evaluator integrates over the union of the atoms (fewer
+            # Gaussians): keep that form for evaluating Σ[u,v](ξ,ξ) and Σ[u,v](ξ',ξ')
+            self.same_lines[(u, v)] = yield ("rhs", u, v, (XI, XI))
         return rhs
 
-    def rhs(self, u: str, v: str, a, b) -> sympy.Expr:
-        """One step of Moments._compute_cov."""
-        U, V = self.p[u], self.p[v]
-        if isinstance(U, LinComb) or isinstance(V, LinComb):
-            xs = list(zip(U.args, U.coeffs)) if isinstance(U, LinComb) else [(u, 1.0)]
-            ys = list(zip(V.args, V.coeffs)) if isinstance(V, LinComb) else [(v, 1.0)]
-            cu = U.const if isinstance(U, LinComb) else 0.0
-            cv = V.const if isinstance(V, LinComb) else 0.0
-            total = sympy.Add(*(sym_number(c) * sym_number(d) * self.E(x, y, a, b)
-                                for x, c in xs for y, d in ys))
-            if cv:
-                total += sym_number(cv) * sympy.Add(*(sym_number(c) * self.mean(x, a) for x, c in xs))
-            if cu:
-                total += sym_number(cu) * sympy.Add(*(sym_number(d) * self.mean(y, b) for y, d in ys))
-            if cu and cv:
-                total += sym_number(cu) * sym_number(cv)
-            return total
-        if U.is_gaussian_atom and V.is_gaussian_atom:
-            return self.atom_cov(U, V, a, b)
-        return self.product(self.S.factors(u), self.S.factors(v), a, b, (u, v))
+    def line(self, u: str, v: str) -> sympy.Expr:
+        return self.get(("line", u, v))
 
-    def atom_cov(self, U, V, a, b) -> sympy.Expr:
-        """The atom covariance table (Moments._atom_cov)."""
-        zero = sympy.Integer(0)
-        if type(U) is not type(V):
-            return zero
-        if isinstance(U, MatMul):
-            if U.matrix != V.matrix or U.transpose != V.transpose:
-                return zero
-            return self.param_std(U.matrix) ** 2 * self.keep(U.matrix, self.fwd[U.matrix]) * self.E(U.arg, V.arg, a, b)
-        if isinstance(U, Embed):
-            if U.layer != V.layer:
-                return zero
-            return self.param_std(U.layer) ** 2 * self.keep(U.layer, self.fwd[U.layer]) * self.gram(U, V, a, b)
-        if isinstance(U, Bias):
-            return self.param_std(U.name) ** 2 if U.name == V.name else zero
-        if isinstance(U, Seed):
-            if U.readout != V.readout:
-                return zero
-            std, _ = readout_scale(self.fwd, self.r)
-            return (self.std(self.v_name, std) ** 2 * self.keep(self.v_name, self.r) * self.weight(U.index, a)
-                    * self.weight(V.index, b))
-        raise ProgramError(f"no covariance rule for {U.name!r} and {V.name!r}")  # pragma: no cover
+    def param_var(self, node) -> sympy.Expr:
+        return self.param_std(node.name) ** 2 * self.keep(node.name, node)
 
-    @staticmethod
-    def gram(U: Embed, V: Embed, a, b) -> sympy.Expr:
+    def input_var(self, layer) -> sympy.Expr:
+        return self.param_std(layer.name) ** 2 * self.keep(layer.name, layer)
+
+    def seed_cov(self, U, V, ctx) -> sympy.Expr:
+        a, b = ctx
+        std, _ = readout_scale(self.fwd, self.r)
+        return (self.std(self.v_name, std) ** 2 * self.keep(self.v_name, self.r) * self.weight(U.index, a)
+                * self.weight(V.index, b))
+
+    def gram(self, U: Embed, V: Embed, ctx) -> sympy.Expr:
         """<ξ_t, ξ'_s>/d for the data steps two embeddings read."""
         return Gram(sympy.Symbol(U.data), sympy.Integer(-1 if U.step is None else U.step),
-                    sympy.Symbol(V.data), sympy.Integer(-1 if V.step is None else V.step), a, b)
+                    sympy.Symbol(V.data), sympy.Integer(-1 if V.step is None else V.step), *ctx)
 
-    def product(self, fu: list[str], fv: list[str], a, b, whole: tuple[str, str]) -> sympy.Expr:
-        """E[Π fu(a) · Π fv(b)], factorised over independent groups (Moments._product)."""
-        items = [(f, 0) for f in fu] + [(f, 1) for f in fv]
-        out = sympy.Integer(1)
-        for comp in self.S._components(items):
-            A = [f for f, s in comp if s == 0]
-            B = [f for f, s in comp if s == 1]
-            if not B:
-                val = self.mean_of(A, a)
-            elif not A:
-                val = self.mean_of(B, b)
-            elif len(A) == 1 and len(B) == 1:
-                val = self.pair(A[0], B[0], a, b) if (A[0], B[0]) == whole else self.E(A[0], B[0], a, b)
-            else:
-                val = self.integral(A, B, a, b)
-            out = out * val
-            if out == 0:
-                break
-        return out
-
-    def pair(self, u: str, v: str, a, b) -> sympy.Expr:
-        """E[φ(g) ψ(h)] for single factors (Moments._pair): pair rule, Stein, or quadrature."""
-        fu, fv = self.S._unary(u), self.S._unary(v)
-        if fu is None or fv is None:
-            return self.integral([u], [v], a, b)
-        (phi, g), (psi, h) = fu, fv
-        q1, q2, c = self.E(g, g, a, a), self.E(h, h, b, b), self.E(g, h, a, b)
-        if phi is not None and psi is not None and pair_rule(phi, psi) is not None:
-            return self.V(phi, psi, q1, q2, c)
-        if phi is None and psi is None:  # pragma: no cover - atoms are handled earlier
-            return c
-        if phi is None and psi.family.deriv is not None and mean_rule(psi.derivative()) is not None:
-            return c * self.M(psi.derivative(), q2)  # Stein's lemma
-        if psi is None and phi.family.deriv is not None and mean_rule(phi.derivative()) is not None:
-            return c * self.M(phi.derivative(), q1)
-        return self.V(phi, psi, q1, q2, c)
-
-    def V(self, phi, psi, q1, q2, c) -> sympy.Expr:
+    def pair_value(self, phi, psi, q1, q2, c, pair, what, closed) -> sympy.Expr:
         cls = _expectation_class(phi, psi, self.label(phi), self.label(psi))
         if self.closed_form:
             rule = cls.closed_form()
@@ -918,7 +864,7 @@ class _Builder:
                 return rule(q1, q2, c)
         return cls(q1, q2, c)
 
-    def M(self, phi, q) -> sympy.Expr:
+    def mean_value(self, phi, q, what) -> sympy.Expr:
         cls = _mean_class(phi, self.label(phi))
         if self.closed_form:
             rule = cls.closed_form()
@@ -926,74 +872,18 @@ class _Builder:
                 return rule(q)
         return cls(q)
 
-    def mean(self, u: str, side) -> sympy.Expr:
-        """E[Z^u(side)] (Moments.mean)."""
-        key = ("mean", u, side)
-        if key not in self.memo:
-            node = self.p[u]
-            if isinstance(node, LinComb):
-                val = sympy.Add(*(sym_number(c) * self.mean(x, side) for x, c in zip(node.args, node.coeffs)))
-                val += sym_number(node.const)
-            elif node.is_gaussian_atom:
-                val = sympy.Integer(0)
-            else:
-                val = self.mean_of(self.S.factors(u), side)
-            self.memo[key] = val
-        return self.memo[key]
-
-    def mean_of(self, fs: list[str], side) -> sympy.Expr:
-        out = sympy.Integer(1)
-        for comp in self.S._components([(f, 0) for f in fs]):
-            A = [f for f, _ in comp]
-            if len(A) == 1:
-                node = self.p[A[0]]
-                if isinstance(node, LinComb) or node.is_gaussian_atom:
-                    val = self.mean(A[0], side)
-                else:
-                    form = self.S._unary(A[0])
-                    if form is None:
-                        val = self.integral(A, [], side, side)
-                    else:
-                        phi, g = form
-                        val = self.M(phi, self.E(g, g, side, side))
-            else:
-                val = self.integral(A, [], side, side)
-            out = out * val
-            if out == 0:
-                break
-        return out
-
-    def integral(self, A: list[str], B: list[str], a, b) -> sympy.Expr:
-        """The general Gaussian integral of Moments._integrate, as a named function of
-        the covariance entries of the atoms."""
-        diag = a == b
-        order = self.order.get
-        atoms_a = sorted(set().union(*(self.S.leaves(f) for f in A)), key=order)
-        atoms_b = sorted(set().union(*(self.S.leaves(f) for f in B)), key=order) if B else []
-        if diag:
-            variables = [(x, 0) for x in sorted(set(atoms_a) | set(atoms_b), key=order)]
-        else:
-            variables = [(x, 0) for x in atoms_a] + [(x, 1) for x in atoms_b]
-        entries = []
-        for i, (x, si) in enumerate(variables):
-            for y, sj in variables[i:]:
-                if diag or si == sj == 0:
-                    entries.append(self.E(x, y, a, a))
-                elif si == sj == 1:
-                    entries.append(self.E(x, y, b, b))
-                elif si == 0:
-                    entries.append(self.E(x, y, a, b))
-                else:
-                    entries.append(self.E(y, x, a, b))
-        key = (tuple(A), tuple(B), diag)
+    def integral_value(self, A, B, atoms_a, atoms_b, variables, entries, ctx) -> sympy.Expr:
+        """The general Gaussian integral as a named function of the covariance entries."""
+        same = self.same_example(ctx)
+        key = (tuple(A), tuple(B), same)
         if key not in self._integrals:
             disp = lambda n: self.named[n][1] if n in self.named and self.named[n][0] is Sigma else n
             title = "·".join(disp(f) for f in A) + (" ; " + "·".join(disp(f) + "'" for f in B) if B else "")
             self._integrals[key] = type(f"E{next(_CLASS_COUNTER)}", (GaussianIntegral,), {
                 "nargs": len(entries), "factor_names": (tuple(A), tuple(B)), "title": title,
                 "atom_lists": (tuple(atoms_a), tuple(atoms_b)), "gauss_variables": tuple(variables),
-                "same_example": diag, "structure": self.S, "__module__": __name__})
-        return self._integrals[key](*entries)
+                "same_example": same, "structure": self.S, "__module__": __name__})
+        return self._integrals[key](*entries.values())
 
     # -- kernels ---------------------------------------------------------------------
     def _readout_cov(self) -> sympy.Expr:
@@ -1010,48 +900,41 @@ class _Builder:
                 total.append(wk * wl * self.E(xk, xl, XI, XI2))
         return sympy.Add(*total)
 
+    def _contraction(self, ntk: bool) -> dict:
+        """The formulas' contraction of each kind of term (:mod:`tpkernel.terms`): the named
+        parameter coefficients times the sum over pairs of uses."""
+        r, rc = self.r, self._readout_cov()
+
+        def coeff(t, name: str, node) -> sympy.Expr:
+            lr = self.lr(name, t.lr) if ntk else sympy.Integer(1)
+            return lr * self.std(name, t.std) ** 2 * self.keep(name, node)
+
+        def uses(t, inner) -> sympy.Expr:
+            s = []
+            for u in t.uses:
+                for w in t.uses:
+                    d = self.E(u.grad, w.grad, XI, XI2)
+                    if d != 0:
+                        s.append(d * inner(u.input, w.input))
+            return sympy.Add(*s)
+
+        def named(key: str, value: sympy.Expr) -> dict:
+            return {key: value}
+
+        return {
+            "matrix": lambda t: named(t.param, coeff(t, t.param, self.fwd[t.param])
+                                      * uses(t, lambda z, z2: self.E(z, z2, XI, XI2))),
+            "input": lambda t: named(t.param, coeff(t, t.param, self.fwd[t.param])
+                                     * uses(t, lambda e, e2: self.gram(self.p[e], self.p[e2], (XI, XI2)))),
+            "bias": lambda t: named(t.param, coeff(t, t.param, None) * self.E(t.grad, t.grad, XI, XI2)),
+            "readout": lambda t: named(self.v_name, coeff(t, self.v_name, r) * rc),
+            "readout_bias": lambda t: named(self.o_name, coeff(t, self.o_name, None)),
+        }
+
     def _build_kernels(self) -> None:
-        r = self.r
-        std_v, lr_v = readout_scale(self.fwd, r)
-        sv = self.std(self.v_name, std_v)
-        rc = self._readout_cov()
-        qv = self.keep(self.v_name, r)
-        nngp = sv ** 2 * qv * rc
-        if r.b_std is not None:
-            nngp = nngp + self.std(self.o_name, r.b_std) ** 2
-        self.nngp = nngp
-        terms: dict[str, sympy.Expr] = {}
-        for t in self.bw.terms:
-            if t.kind == "matrix":
-                s = []
-                for dy, z in t.uses:
-                    for dy2, z2 in t.uses:
-                        d = self.E(dy, dy2, XI, XI2)
-                        if d != 0:
-                            s.append(d * self.E(z, z2, XI, XI2))
-                node = self.fwd[t.param]
-                coeff = self.lr(t.param, node.lr) * self.std(t.param, node.std) ** 2 * self.keep(t.param, node)
-            elif t.kind == "input":
-                s = []
-                for dy, e in t.uses:
-                    for dy2, e2 in t.uses:
-                        d = self.E(dy, dy2, XI, XI2)
-                        if d != 0:
-                            s.append(d * self.gram(self.p[e], self.p[e2], XI, XI2))
-                node = self.fwd[t.param]
-                coeff = self.lr(t.param, node.lr) * self.std(t.param, node.std) ** 2 * self.keep(t.param, node)
-            elif t.kind == "bias":
-                s = [self.E(t.grad, t.grad, XI, XI2)]
-                node = self.fwd[t.param]
-                coeff = self.lr(t.param, node.lr) * self.std(t.param, node.std) ** 2
-            elif t.kind == "readout":
-                s = [rc]
-                coeff = self.lr(self.v_name, lr_v) * sv ** 2 * qv
-            else:
-                s = [sympy.Integer(1)]
-                coeff = self.lr(self.o_name, r.b_lr) * self.std(self.o_name, r.b_std) ** 2
-            key = {"readout": self.v_name, "readout_bias": self.o_name}.get(t.kind, t.param)
-            terms[key] = coeff * sympy.Add(*s)
+        nngp = contract(readout_terms(self.fwd, self.r, ntk=False), self._contraction(ntk=False), "symbolic", {})
+        self.nngp = sympy.Add(*nngp.values())
+        terms = contract(self.bw.terms, self._contraction(ntk=True), "symbolic", {})
         self.ntk_terms = terms
         self.ntk = sympy.Add(*terms.values()) if self.has_ntk else None
         self.ntk_display = sympy.Add(*(v for v in terms.values() if v != 0), evaluate=False) \
@@ -1127,7 +1010,7 @@ class _Evaluator:
     diagonal of the matrix (as in the numeric evaluator)."""
 
     def __init__(self, F: Formulas, data: list[dict], pools: list[np.ndarray], symmetric: bool,
-                 m: Moments) -> None:
+                 m: Expectations) -> None:
         self.F = F
         self.data = data
         self.pools = pools
@@ -1241,8 +1124,8 @@ class _Evaluator:
         return (xa @ xb.T) / d if Q == "X" else np.einsum("id,id->i", xa, xb) / d
 
 
-def _gaussian_integral(cls, m: Moments, entries: Sequence) -> np.ndarray:
-    """The numeric value of a :class:`GaussianIntegral` (as Moments._integrate)."""
+def _gaussian_integral(cls, m: Expectations, entries: Sequence) -> np.ndarray:
+    """The numeric value of a :class:`GaussianIntegral` (as Expectations.integrate_product)."""
     variables = cls.gauss_variables
     n = len(variables)
     arrays = np.broadcast_arrays(*(np.asarray(e, dtype=float) for e in entries))

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import NumericalError
 from ..limit.kernels import Kernels
+from ..terms import contract
 from .network import Evaluation, Network, sample
 
 Array = np.ndarray
@@ -83,35 +84,31 @@ def ntk_from_evaluations(ev1: Evaluation, ev2: Evaluation | None = None) -> Arra
     bw = ev1.backward
     v1, v2 = ev1.values, ev2.values
     gram = _Grams(ev1, ev2, same)
-    total = np.zeros((ev1.N, ev2.N))
-    for t in bw.terms:
-        if t.mask is not None:
-            total += _masked_term(t, ev1, ev2, same)
-            continue
-        if t.kind == "matrix":
-            dys, zs = [u[0] for u in t.uses], [u[1] for u in t.uses]
-            if len(dys) == 1:
-                total += (t.coeff / n ** 2) * (gram(dys[0]) * gram(zs[0]))
-            else:
-                total += (t.coeff / n ** 2) * _shared_sum([v1[a] for a in dys], [v2[a] for a in dys],
-                                                          [v1[z] for z in zs], [v2[z] for z in zs], same)
-        elif t.kind == "input":
-            dys, es = [u[0] for u in t.uses], [u[1] for u in t.uses]
-            d = ev1.embed_data(es[0]).shape[1]
-            if len(dys) == 1:
-                xx = _gram(_data_t(ev1, es[0]), _data_t(ev2, es[0]), same)
-                total += (t.coeff / (n * d)) * (gram(dys[0]) * xx)
-            else:
-                total += (t.coeff / (n * d)) * _shared_sum([v1[a] for a in dys], [v2[a] for a in dys],
-                                                           [_data_t(ev1, e) for e in es],
-                                                           [_data_t(ev2, e) for e in es], same)
-        elif t.kind == "bias":
-            total += (t.coeff / n) * gram(t.grad)
-        elif t.kind == "readout":
-            total += (t.coeff / n) * gram("__pooled__")
-        else:  # readout bias
-            total += t.coeff
-    return total
+
+    def matrix(t):
+        dys, zs = [u.grad for u in t.uses], [u.input for u in t.uses]
+        if len(dys) == 1:
+            return (t.coeff / n ** 2) * (gram(dys[0]) * gram(zs[0]))
+        return (t.coeff / n ** 2) * _shared_sum([v1[a] for a in dys], [v2[a] for a in dys],
+                                                [v1[z] for z in zs], [v2[z] for z in zs], same)
+
+    def input_layer(t):
+        dys, es = [u.grad for u in t.uses], [u.input for u in t.uses]
+        d = ev1.embed_data(es[0]).shape[1]
+        if len(dys) == 1:
+            xx = _gram(_data_t(ev1, es[0]), _data_t(ev2, es[0]), same)
+            return (t.coeff / (n * d)) * (gram(dys[0]) * xx)
+        return (t.coeff / (n * d)) * _shared_sum([v1[a] for a in dys], [v2[a] for a in dys],
+                                                 [_data_t(ev1, e) for e in es], [_data_t(ev2, e) for e in es], same)
+
+    dense = {"matrix": matrix, "input": input_layer,
+             "bias": lambda t: (t.coeff / n) * gram(t.grad),
+             "readout": lambda t: (t.coeff / n) * gram("__pooled__"),
+             "readout_bias": lambda t: t.coeff}
+    # a pruned parameter: gradients of its kept weights only (the Gram products no longer factorise)
+    table = {kind: (lambda t, rule=rule: _masked_term(t, ev1, ev2, same) if t.mask is not None else rule(t))
+             for kind, rule in dense.items()}
+    return contract(bw.terms, table, "finite width", np.zeros((ev1.N, ev2.N)))
 
 
 def _masked_sum(M: Array, A1: list[Array], A2: list[Array], B1: list[Array], B2: list[Array],
@@ -141,14 +138,13 @@ def _masked_term(t, ev1: Evaluation, ev2: Evaluation, same: bool) -> Array:
     c = info.lr * info.scale ** 2  # per kept weight: lr σ² s²
     M = net.masks[t.param]
     v1, v2 = ev1.values, ev2.values
-    if t.kind == "matrix":
-        uses = net._uses(ev1)[t.param]  # (dy, z, transposed): y = Wᵀ z has ∂f/∂W_ab = z_a dy_b
-        rows = [u[1] if u[2] else u[0] for u in uses]
-        cols = [u[0] if u[2] else u[1] for u in uses]
+    if t.kind == "matrix":  # y = Wᵀ z has ∂f/∂W_ab = z_a dy_b
+        rows = [u.input if u.transpose else u.grad for u in t.uses]
+        cols = [u.grad if u.transpose else u.input for u in t.uses]
         return (c / n ** 2) * _masked_sum(M, [v1[a] for a in rows], [v2[a] for a in rows],
                                           [v1[z] for z in cols], [v2[z] for z in cols], same)
     if t.kind == "input":
-        dys, es = [u[0] for u in t.uses], [u[1] for u in t.uses]
+        dys, es = [u.grad for u in t.uses], [u.input for u in t.uses]
         d = ev1.embed_data(es[0]).shape[1]
         return (c / (n * d)) * _masked_sum(M, [v1[a] for a in dys], [v2[a] for a in dys],
                                            [_data_t(ev1, e) for e in es], [_data_t(ev2, e) for e in es], same)

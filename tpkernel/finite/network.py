@@ -50,6 +50,7 @@ import numpy as np
 from ..backward import Backward, backward, pick_readout
 from ..data import bind, check_dims, max_steps, pool
 from ..errors import ProgramError, ShapeError
+from ..rules import RuleTable
 from ..ir import Bias, Data, Embed, InputLayer, LinComb, Mask, MatMul, Matrix, Nonlin, Program, Readout, Seed, mask_of
 
 Array = np.ndarray
@@ -233,11 +234,12 @@ def _rule_seed(node: Seed, net: "Network", env: "_Env") -> Array:
     return (std * net.readout_vector(r))[:, None] * env.pool[None, :, node.index]
 
 
-RULES: dict[type, Callable] = {
+#: the finite-width interpretation: the (n, N) value of each vector on a batch
+RULES = RuleTable("finite width", {
     Bias: _rule_bias, Embed: _rule_embed, MatMul: _rule_matmul, Nonlin: _rule_nonlin,
     LinComb: _rule_lincomb, Seed: _rule_seed,
-}
-SKIP = (Data, InputLayer, Matrix, Readout)
+}, exempt={Data: "bound to the batch", InputLayer: "a sampled parameter", Matrix: "a sampled parameter",
+           Readout: "the output, computed by Network.evaluate from the pooled states"})
 
 
 @dataclass
@@ -362,12 +364,8 @@ class Network:
         bw = self.backward_program(output) if backward else None
         nodes = bw.program if bw is not None else program
         for node in nodes:
-            if isinstance(node, SKIP):
-                continue
-            rule = RULES.get(type(node))
-            if rule is None:
-                raise ProgramError(f"{node.name}: no finite-width rule for {type(node).__name__} nodes")
-            env.values[node.name] = rule(node, self, env)
+            if node.is_vector:
+                env.values[node.name] = RULES.rule(node)(node, self, env)
         pooled = np.zeros((self.width, env.N))
         for k, a in enumerate(r.args):
             if c[:, k].any():
@@ -385,19 +383,12 @@ class Network:
     # -- derivatives -----------------------------------------------------------------
     def _uses(self, ev: Evaluation):
         """Per matrix or input layer, the (gradient dy, input z, transposed) of each use
-        y = W z (or y = Wᵀ z: then ∂f/∂W gets z dyᵀ); per bias, its gradient node."""
+        y = W z (or y = Wᵀ z: then ∂f/∂W gets z dyᵀ), as the backward program's terms
+        record them; per bias, its gradient node."""
         bw = ev.backward
-        program = self.program
-        out = {}
-        for key, info in self.infos.items():
-            if info.kind in ("matrix", "input"):
-                uses = [(bw.grads[y.name], y.arg, y.transpose) if isinstance(y, MatMul) else
-                        (bw.grads[y.name], y.name, False)
-                        for y in program.consumers(key)
-                        if isinstance(y, (MatMul, Embed)) and y.name in bw.grads]
-                out[key] = uses
-            elif info.kind == "bias" and key in bw.grads:
-                out[key] = [bw.grads[key]]
+        out = {key: [(u.grad, u.input, u.transpose) for u in uses] for key, uses in bw.uses.items()}
+        out.update({key: [bw.grads[key]] for key, info in self.infos.items()
+                    if info.kind == "bias" and key in bw.grads})
         return out
 
     def vjp(self, x, cotangent=None, lengths=None, *, output: str | None = None,

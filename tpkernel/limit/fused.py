@@ -3,7 +3,7 @@ r"""The fused fast path: fully connected chains evaluated layer by layer, in pla
 Most networks people sweep are *chains*: ``h_1 = c_U·Uξ + Σ c_b b``, ``x_l = α_l φ_l(h_l)``,
 ``h_{l+1} = c_W·W x_l + Σ c_b b``, read out by ``f = σ_v vᵀ x_L/√n + σ_o β`` (every parameter
 used once, no sequences, no pooling).  For them the general evaluator
-(:class:`~tpkernel.limit.moments.Moments`, memoised over every vector of the forward and the
+(:class:`~tpkernel.limit.numeric.Expectations`, memoised over every vector of the forward and the
 backward program) does far more than the math needs: this module recognises a chain
 (:func:`chain_of`) and runs the same recursion with two N1 × N2 arrays,
 
@@ -150,7 +150,7 @@ def chain_of(program: Program, readout: Readout) -> Chain | None:
             if uses.get(node.name, 0) != 1:
                 return None
         if isinstance(node, Nonlin):
-            if len(node.args) != 1 or node.fn.name == "prod" or node.fn.arity != 1:
+            if len(node.args) != 1 or node.fn.is_product or node.fn.arity != 1:
                 return None
             phi, g = node.fn, node.args[0]
             if uses.get(g, 0) != 1:
@@ -374,14 +374,14 @@ class _Run:
             val = integral(deg)
             err = None
             if s.error_estimate:
-                from .moments import _lower
+                from .numeric import _lower
                 err = float(np.max(np.abs(val - integral(_lower(deg)))))
         self.report.quadrature.append({"dim": 2, "deg": deg, "rule": s.quad_rule, "what": what, "error": err,
                                        "converged": converged})
         return val
 
     def diag_layer(self, rules: _Rules, q: np.ndarray, what: str) -> np.ndarray:
-        """α² E[φ(h)²] per example, as Moments.cov(x, x, (a, a, True)) computes it."""
+        """α² E[φ(h)²] per example, as Expectations.cov(x, x, (a, a, True)) computes it."""
         if rules.kind == "identity":
             return q
         if rules.k is not None:
@@ -511,7 +511,7 @@ class _Run:
             if single:
                 err_k, err_d = float("inf"), (float("inf") if ntk else None)
             elif s.error_estimate:  # as the general evaluator: compare with ceil(3 deg / 4) nodes
-                from .moments import _lower
+                from .numeric import _lower
                 kn, dn = KN.copy(), (DN.copy() if ntk else None)
                 run(_lower(deg), nested=False)
                 err_k = max_diff(kn, KN, relative=False)

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backward import Backward, backward, readout_scale
+from ..backward import Backward, backward, readout_terms
+from ..terms import contract
 from ..data import _as_array, _bind, _check_dims, _pool, max_steps  # noqa: F401  (shared with tpkernel.finite)
 from ..errors import AccuracyWarning, NumericalError
-from ..ir import Program, Readout, mask_factor
-from .moments import Moments, Report, Settings, Side
+from ..ir import Program, Readout
+from .numeric import Expectations, Report, Settings, Side
 
 
 @dataclass(frozen=True)
@@ -116,32 +117,18 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
         nngp, ntk = fast
         nngp = nngp if "nngp" in wanted else None
         return _finish(program, nngp, ntk, report, get, checked=True)
-    m = Moments(prog, sides, symmetric, settings)
+    m = Expectations(prog, sides, symmetric, settings)
     ctx = (0, 0 if symmetric else 1, False)
     shape = m.shape(ctx)
 
-    std_v, _ = readout_scale(program, r)
     readout_cov = m.average(_pooled(m, r, ctx), ctx)  # (averages over input masks, if any)
+    table = _contraction(m, prog, ctx, readout_cov)
     nngp = ntk = None
     if "nngp" in wanted:
-        nngp = std_v ** 2 * mask_factor(r) * readout_cov + (r.b_std ** 2 if r.b_std is not None else 0.0)
+        nngp = contract(bw.nngp_terms if bw else readout_terms(program, r, ntk=False), table, "limit")
         nngp = np.broadcast_to(m.collapse(nngp, ctx, "NNGP"), shape).astype(float)
     if "ntk" in wanted:
-        total = 0.0
-        for t in bw.terms:
-            if t.kind == "matrix":
-                total = total + t.coeff * sum(m.ecov(dy, dy2, ctx) * m.ecov(z, z2, ctx)
-                                              for dy, z in t.uses for dy2, z2 in t.uses)
-            elif t.kind == "input":
-                total = total + t.coeff * m.average(sum(m.cov(dy, dy2, ctx) * m.gram(prog[e], prog[e2], ctx)
-                                                        for dy, e in t.uses for dy2, e2 in t.uses), ctx)
-            elif t.kind == "bias":
-                total = total + t.coeff * m.ecov(t.grad, t.grad, ctx)
-            elif t.kind == "readout":
-                total = total + t.coeff * readout_cov
-            else:
-                total = total + t.coeff
-        ntk = np.broadcast_to(m.collapse(total, ctx, "NTK"), shape).astype(float)
+        ntk = np.broadcast_to(m.collapse(contract(bw.terms, table, "limit"), ctx, "NTK"), shape).astype(float)
     if np.dtype(dtype) != np.float64:
         nngp = nngp.astype(dtype) if nngp is not None else None
         ntk = ntk.astype(dtype) if ntk is not None else None
@@ -165,7 +152,23 @@ def _finish(program: Program, nngp, ntk, report: Report, get, checked: bool = Fa
     return result
 
 
-def _pooled(m: Moments, r: Readout, ctx) -> np.ndarray:
+def _contraction(m: Expectations, prog: Program, ctx, readout_cov) -> dict:
+    """The limit's contraction of each kind of term (:mod:`tpkernel.terms`)."""
+    def matrix(t):
+        return t.coeff * sum(m.ecov(u.grad, w.grad, ctx) * m.ecov(u.input, w.input, ctx)
+                             for u in t.uses for w in t.uses)
+
+    def input_layer(t):
+        return t.coeff * m.average(sum(m.cov(u.grad, w.grad, ctx) * m.gram(prog[u.input], prog[w.input], ctx)
+                                       for u in t.uses for w in t.uses), ctx)
+
+    return {"matrix": matrix, "input": input_layer,
+            "bias": lambda t: t.coeff * m.ecov(t.grad, t.grad, ctx),
+            "readout": lambda t: t.coeff * readout_cov,
+            "readout_bias": lambda t: t.coeff}
+
+
+def _pooled(m: Expectations, r: Readout, ctx) -> np.ndarray:
     """Σ_{k,l} c_k c'_l E[x_k x'_l]."""
     a, b, _ = ctx
     ca, cb = m.sides[a].pool[r.name], m.sides[b].pool[r.name]

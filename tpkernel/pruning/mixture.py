@@ -13,7 +13,7 @@ after the next MatMul, which sums over coordinates, is a vector again Gaussian, 
 S-averaged covariance.  The input layer's own NTK term is the average of a product,
 E_S[E[dy dy' | S] ⟨ξ_S, ξ'_S⟩/d] (only kept weights have gradients).
 
-:class:`InputMixture` gives the evaluator (:class:`~tpkernel.limit.moments.Moments`) these
+:class:`InputMixture` gives the evaluator (:class:`~tpkernel.limit.numeric.Expectations`) these
 conditional moments as arrays with leading *mask axes* — ``(R, K_1, …, K_L) + (N1, N2)``,
 one axis per masked input layer and one of replicates — that broadcast through every rule
 (closed forms, quadrature) unchanged, and averages them where the Master Theorem sums over
@@ -56,7 +56,7 @@ def subset_weights(S: np.ndarray, q: float) -> np.ndarray:
 
 
 class InputMixture:
-    """Conditional moments of the masked input layers of one :class:`Moments` evaluation."""
+    """Conditional moments of the masked input layers of one :class:`~tpkernel.limit.numeric.Expectations` evaluation."""
 
     def __init__(self, moments) -> None:
         self.m = moments

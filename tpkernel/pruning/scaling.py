@@ -42,7 +42,9 @@ import sympy
 
 from ..backward import backward
 from ..errors import ProgramError
-from ..ir import Bias, Embed, LinComb, MatMul, Program, Seed, mask_of
+from ..ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout, Seed, mask_of
+from ..rules import RuleTable
+from ..terms import contract
 from .transform import dense, masked
 
 
@@ -180,59 +182,84 @@ class _Amplitudes:
         return self.values.get(name)
 
     def rule(self, prog: Program, node):
-        if isinstance(node, Bias):
-            return sympy.Integer(1)
-        if isinstance(node, Seed):
-            return self.factor(prog[node.readout])
-        if isinstance(node, Embed):
-            layer = prog[node.layer]
-            if mask_of(layer) is not None and mask_of(layer).p > 0:
-                self.mixture[node.name] = layer.name
-            return self.factor(layer)  # its covariance, averaged over the masks (exact for linear maps)
-        if isinstance(node, MatMul):
-            a = self.get(node.arg)
-            return None if a is None else self.factor(prog[node.matrix]) * a
-        args = list(node.args)
-        if any(self.get(a) is None for a in args):
-            return None
-        mix = sorted({self.mixture[a] for a in args if a in self.mixture})
-        if isinstance(node, LinComb):
-            if mix:
-                self.mixture[node.name] = mix[0]
-            terms = [(a, self.get(a)) for a, c in zip(node.args, node.coeffs) if c != 0]
-            vals = {sympy.simplify(v) for _, v in terms}
-            if node.const != 0:
-                vals.add(sympy.Integer(1))
-            if len(vals) > 1:
-                desc = ", ".join(f"{a} (×{v})" for a, v in terms) + (" and a constant" if node.const else "")
-                kinds = [type(prog[a]).__name__ for a, _ in terms]
-                why = "a bias" if "Bias" in kinds else "vectors"
-                self.fail(f"{node.name} adds {why} with different scalings: {desc}")
-                return None
-            return vals.pop() if vals else sympy.Integer(1)
-        # a nonlinearity
-        if mix:
-            self.fail(f"{node.name} = {node.fn.label}(…) is a nonlinear function of the masked input layer "
-                      f"{mix[0]!r}: a Gaussian scale mixture over the kept inputs, not a scaled Gaussian "
-                      "(exact for fixed d; the pseudo-network's large-d limit would scale)")
-            return None
-        if node.fn.name == "prod":
-            out = sympy.Integer(1)
-            for a in args:
-                out = out * self.get(a)
-            return out
-        vals = [self.get(a) for a in args]
-        if all(v == 1 for v in vals):
-            return sympy.Integer(1)
-        if len(args) == 1:
-            k = self.degree(node.fn)
-            if k is not None:
-                return vals[0] ** sympy.nsimplify(k)
-            self.fail(f"{node.name} = {node.fn.label}(…) is not positively homogeneous and its input is scaled "
-                      f"by {vals[0]}")
-            return None
-        self.fail(f"{node.name} = {node.fn.label}(…) of several scaled arguments is not homogeneous")
+        return AMPLITUDES.rule(node)(self, prog, node)
+
+
+def _amp_bias(amp: _Amplitudes, prog: Program, node: Bias):
+    return sympy.Integer(1)
+
+
+def _amp_seed(amp: _Amplitudes, prog: Program, node: Seed):
+    return amp.factor(prog[node.readout])
+
+
+def _amp_embed(amp: _Amplitudes, prog: Program, node: Embed):
+    layer = prog[node.layer]
+    if mask_of(layer) is not None and mask_of(layer).p > 0:
+        amp.mixture[node.name] = layer.name
+    return amp.factor(layer)  # its covariance, averaged over the masks (exact for linear maps)
+
+
+def _amp_matmul(amp: _Amplitudes, prog: Program, node: MatMul):
+    a = amp.get(node.arg)
+    return None if a is None else amp.factor(prog[node.matrix]) * a
+
+
+def _amp_lincomb(amp: _Amplitudes, prog: Program, node: LinComb):
+    args = list(node.args)
+    if any(amp.get(a) is None for a in args):
         return None
+    mix = sorted({amp.mixture[a] for a in args if a in amp.mixture})
+    if mix:
+        amp.mixture[node.name] = mix[0]
+    terms = [(a, amp.get(a)) for a, c in zip(node.args, node.coeffs) if c != 0]
+    vals = {sympy.simplify(v) for _, v in terms}
+    if node.const != 0:
+        vals.add(sympy.Integer(1))
+    if len(vals) > 1:
+        desc = ", ".join(f"{a} (×{v})" for a, v in terms) + (" and a constant" if node.const else "")
+        kinds = [type(prog[a]).__name__ for a, _ in terms]
+        why = "a bias" if "Bias" in kinds else "vectors"
+        amp.fail(f"{node.name} adds {why} with different scalings: {desc}")
+        return None
+    return vals.pop() if vals else sympy.Integer(1)
+
+
+def _amp_nonlin(amp: _Amplitudes, prog: Program, node: Nonlin):
+    args = list(node.args)
+    if any(amp.get(a) is None for a in args):
+        return None
+    mix = sorted({amp.mixture[a] for a in args if a in amp.mixture})
+    if mix:
+        amp.fail(f"{node.name} = {node.fn.label}(…) is a nonlinear function of the masked input layer "
+                 f"{mix[0]!r}: a Gaussian scale mixture over the kept inputs, not a scaled Gaussian "
+                 "(exact for fixed d; the pseudo-network's large-d limit would scale)")
+        return None
+    if node.fn.is_product:
+        out = sympy.Integer(1)
+        for a in args:
+            out = out * amp.get(a)
+        return out
+    vals = [amp.get(a) for a in args]
+    if all(v == 1 for v in vals):
+        return sympy.Integer(1)
+    if len(args) == 1:
+        k = amp.degree(node.fn)
+        if k is not None:
+            return vals[0] ** sympy.nsimplify(k)
+        amp.fail(f"{node.name} = {node.fn.label}(…) is not positively homogeneous and its input is scaled "
+                 f"by {vals[0]}")
+        return None
+    amp.fail(f"{node.name} = {node.fn.label}(…) of several scaled arguments is not homogeneous")
+    return None
+
+
+#: the pruning interpretation: the amplitude α (Z^u_pruned = α Z^u_dense) of each vector
+AMPLITUDES = RuleTable("pruning", {
+    Bias: _amp_bias, Seed: _amp_seed, Embed: _amp_embed, MatMul: _amp_matmul, LinComb: _amp_lincomb,
+    Nonlin: _amp_nonlin,
+}, exempt={Data: "not a vector", InputLayer: "a parameter (its factor enters through Embed)",
+           Matrix: "a parameter (its factor enters through MatMul)", Readout: "an output (see structural_scaling)"})
 
 
 def structural_scaling(program: Program, output: str | None = None):
@@ -268,39 +295,29 @@ def structural_scaling(program: Program, output: str | None = None):
             amp.fail(f"readout {r.name} has an output bias (σ_o² is not scaled, the rest by {nngp})")
             nngp = None
     # NTK
-    vals = []
-    ok = bool(terms)
-    for t in terms:
-        if t.kind == "matrix":
-            f = amp.factor(program[t.param])
-            per = [amp.get(dy) * amp.get(z) if amp.get(dy) is not None and amp.get(z) is not None else None
-                   for dy, z in t.uses]
-            if any(v is None for v in per):
-                ok = False
-                continue
-            v = same([f * v for v in per], f"the uses of {t.param}")
-        elif t.kind == "input":
-            f = amp.factor(program[t.param])
-            per = [amp.get(dy) for dy, _ in t.uses]
-            if any(v is None for v in per):
-                ok = False
-                continue
-            mixed = [dy for dy, _ in t.uses if dy in amp.mixture]
-            if mixed:
-                amp.fail(f"the gradient {mixed[0]} of the masked input layer {t.param} depends on its mask")
-                ok = False
-                continue
-            v = same([f * v for v in per], f"the uses of {t.param}")
-        elif t.kind == "bias":
-            v = amp.get(t.grad)
-        elif t.kind == "readout":
-            v = same([fv * x for x in xs], "readout") if all(x is not None for x in xs) else None
-        else:
-            v = sympy.Integer(1)
-        if v is None:
-            ok = False
-            continue
-        vals.append((t, v))
+    def matrix(t):
+        f = amp.factor(program[t.param])
+        per = [amp.get(u.grad) * amp.get(u.input) if amp.get(u.grad) is not None and amp.get(u.input) is not None
+               else None for u in t.uses]
+        return None if any(v is None for v in per) else same([f * v for v in per], f"the uses of {t.param}")
+
+    def input_layer(t):
+        f = amp.factor(program[t.param])
+        per = [amp.get(u.grad) for u in t.uses]
+        if any(v is None for v in per):
+            return None
+        mixed = [u.grad for u in t.uses if u.grad in amp.mixture]
+        if mixed:
+            amp.fail(f"the gradient {mixed[0]} of the masked input layer {t.param} depends on its mask")
+            return None
+        return same([f * v for v in per], f"the uses of {t.param}")
+
+    table = {"matrix": matrix, "input": input_layer, "bias": lambda t: amp.get(t.grad),
+             "readout": lambda t: same([fv * x for x in xs], "readout") if all(x is not None for x in xs) else None,
+             "readout_bias": lambda t: sympy.Integer(1)}
+    vals = contract(terms, {k: (lambda t, f=f: [(t, f(t))]) for k, f in table.items()}, "pruning", [])
+    ok = bool(terms) and all(v is not None for _, v in vals)
+    vals = [(t, v) for t, v in vals if v is not None]
     ntk = None
     if ok and vals:
         distinct = {sympy.simplify(v) for _, v in vals}
