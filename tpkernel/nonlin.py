@@ -409,6 +409,25 @@ def arccos_angle(q1, q2, c):
     return s, np.arctan2(s, c)
 
 
+def input_residual(g1, g2, g, a, beta):
+    """s = √(q1q2 − c²) of the pre-activations h = √a·Uξ + b of an input layer (q = a G_ii + β,
+    c = a G_ij + β, G the Gram matrix), from the Gram structure rather than from (q1, q2, c):
+
+      q1q2 − c² = a² (G11 G22 − G12²) + aβ (G11 + G22 − 2 G12)
+                = a² s_G² + β [(√(aG11) − √(aG22))² + 2a (√G11√G22 − G12)],
+
+    every term >= 0, with s_G = :func:`residual` (G11, G22, G12) (0 for collinear inputs) and
+    √G11√G22 − G12 = s_G²/(√G11√G22 + G12) when G12 > 0.  From (q1, q2, c), rounded to ε, the
+    bias part of a pair of collinear inputs of different norms (ξ, 3ξ) is lost when q ≫ β:
+    1 − ρ ≈ 2β/(9q) drowns in the rounding of q1q2 (an erf NTK 1.5e-2 off at inputs ~1e10)."""
+    g1, g2, g = (np.asarray(x, dtype=float) for x in (g1, g2, g))
+    n, sg = residual(g1, g2, g)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(g > 0, sg * (sg / np.where(n + g > 0, n + g, 1.0)), n - g)
+    t = np.hypot(np.sqrt(a * g1) - np.sqrt(a * g2), np.sqrt(2 * a * np.maximum(m, 0.0)))
+    return np.hypot(a * sg, math.sqrt(beta) * t)
+
+
 def arccos_1(q1, q2, c, angle=None):
     """E[relu(u) relu(v)] = √(q1q2)/(2π)·(sin θ + (π - θ) cos θ), in the stable form
     (√(q1q2 - c²) + (π - θ) c)/(2π) with θ = atan2(√(q1q2 - c²), c); ``angle``: (s, θ) if
@@ -454,15 +473,16 @@ def _rule_abrelu_abstep(p1, p2, q1, q2, c):
             - a1 * b2 * _relu_step(q1, q2, -c) - a1 * a2 * _relu_step(q1, q2, c))
 
 
-def _rule_erf(p1, p2, q1, q2, c):
+def _rule_erf(p1, p2, q1, q2, c, s=None):
     """(2/π) arcsin(2c/√((1+2q1)(1+2q2))) = (2/π) atan2(2c, √(1 + 2q1 + 2q2 + 4(q1q2 − c²))), as
     (2/π) atan2(2c, hypot(√(1 + 2q1 + 2q2), 2s)) with s = √(q1q2 − c²) from :func:`residual`:
-    no product of variances (scale-safe) and no arcsin near ±1 (stable)."""
-    s = _sqrt_det(q1, q2, c)
+    no product of variances (scale-safe) and no arcsin near ±1 (stable).  ``s``: √(q1q2 − c²)
+    if the caller knows it more accurately (:func:`input_residual`)."""
+    s = _sqrt_det(q1, q2, c) if s is None else s
     return (2 / np.pi) * np.arctan2(2 * c, np.hypot(np.sqrt(1 + 2 * (q1 + q2)), 2 * s))
 
 
-def _gauss_sqrt_det(b1, b2, q1, q2, c):
+def _gauss_sqrt_det(b1, b2, q1, q2, c, s=None):
     """√det, det = (1 − 2b1q1)(1 − 2b2q2) − 4b1b2c², without a product of variances:
     det = (1 − 2b1q1 − 2b2q2) + 4b1b2(q1q2 − c²) = lin + 4b1b2 s² → hypot(√lin, 2√(b1b2)·s) when
     b1b2 > 0 and lin >= 0 (erf's derivative: b = −1); hypot(√P1·√P2, 2√(−b1b2)|c|) with
@@ -473,7 +493,7 @@ def _gauss_sqrt_det(b1, b2, q1, q2, c):
         raw = np.sqrt(P1 * P2 - 4 * b1 * b2 * c * c)
         if b1 * b2 > 0:
             lin = 1 - (2 * b1 * q1 + 2 * b2 * q2)  # (symmetric in the two sides, bit for bit)
-            s = _sqrt_det(q1, q2, c)
+            s = _sqrt_det(q1, q2, c) if s is None else s
             return np.where(lin >= 0, np.hypot(np.sqrt(np.maximum(lin, 0.0)), 2 * math.sqrt(b1 * b2) * s), raw)
         ok = (P1 >= 0) & (P2 >= 0)
         safe = np.hypot(np.sqrt(np.maximum(P1, 0.0)) * np.sqrt(np.maximum(P2, 0.0)),
@@ -481,14 +501,14 @@ def _gauss_sqrt_det(b1, b2, q1, q2, c):
         return np.where(ok, safe, raw)
 
 
-def _rule_gauss(p1, p2, q1, q2, c):
+def _rule_gauss(p1, p2, q1, q2, c, s=None):
     (a1, b1), (a2, b2) = p1, p2
-    return a1 * a2 / _gauss_sqrt_det(b1, b2, q1, q2, c)
+    return a1 * a2 / _gauss_sqrt_det(b1, b2, q1, q2, c, s)
 
 
-def _rule_xgauss(p1, p2, q1, q2, c):
+def _rule_xgauss(p1, p2, q1, q2, c, s=None):
     (a1, b1), (a2, b2) = p1, p2
-    sd = _gauss_sqrt_det(b1, b2, q1, q2, c)
+    sd = _gauss_sqrt_det(b1, b2, q1, q2, c, s)
     return a1 * a2 * (c / sd) / sd / sd  # c / det^1.5, in an order that stays representable
 
 
@@ -503,28 +523,28 @@ def _rule_exp(p1, p2, q1, q2, c):
     return np.exp((q1 + q2) / 2 + c)
 
 
-def _gelu_common(q1, q2, c):
+def _gelu_common(q1, q2, c, s=None):
     """P1 = q1 + 1, P2 = q2 + 1, δ = √(P1P2 − c²) = hypot(√(1 + q1 + q2), s) (since
     P1P2 − c² = 1 + q1 + q2 + q1q2 − c², s from :func:`residual`) and atan2(c, δ): no product of
     variances, so that the rules hold from variances 1e-300 to 1e300."""
     P1, P2 = q1 + 1, q2 + 1
-    delta = np.hypot(np.sqrt(1 + (q1 + q2)), _sqrt_det(q1, q2, c))
+    delta = np.hypot(np.sqrt(1 + (q1 + q2)), _sqrt_det(q1, q2, c) if s is None else s)
     return P1, P2, delta, np.arctan2(c, delta)
 
 
-def _rule_gelu(p1, p2, q1, q2, c):
+def _rule_gelu(p1, p2, q1, q2, c, s=None):
     """Tsuchida, Pearce, van der Heide, Roosta, Gallagher (2020), as in neural-tangents:
     c/4 + ((c² + q1q2δ²)/(P1P2δ) + c·atan2(c, δ))/(2π), written as
     c/4 + (w²/δ + (q1/P1)(q2/P2)δ + c·atan2(c, δ))/(2π) with w = c/(√P1√P2)."""
-    P1, P2, delta, angle = _gelu_common(q1, q2, c)
+    P1, P2, delta, angle = _gelu_common(q1, q2, c, s)
     w = c / (np.sqrt(P1) * np.sqrt(P2))
     return c / 4 + (w * w / delta + (q1 / P1) * (q2 / P2) * delta + c * angle) / (2 * np.pi)
 
 
-def _rule_dgelu(p1, p2, q1, q2, c):
+def _rule_dgelu(p1, p2, q1, q2, c, s=None):
     """1/4 + atan2(c, δ)/(2π) + c/δ/(2π)·(1/δ² + (1 − q1q2)/(P1P2) + 1), where
     (1 − q1q2)/(P1P2) + 1 = (P1 + P2)/(P1P2) = 1/P1 + 1/P2 (exact; no product of variances)."""
-    P1, P2, delta, angle = _gelu_common(q1, q2, c)
+    P1, P2, delta, angle = _gelu_common(q1, q2, c, s)
     inv = 1 / delta
     return 0.25 + angle / (2 * np.pi) + (c * inv) / (2 * np.pi) * (inv * inv + 1 / P1 + 1 / P2)
 
@@ -567,11 +587,16 @@ def _pair_lookup(table: dict, phi: Nonlinearity, psi: Nonlinearity) -> Callable 
     arguments swapped, or None."""
     rule = table.get((phi.name, psi.name))
     if rule is not None:
-        return lambda q1, q2, c: rule(phi.params, psi.params, q1, q2, c)
+        return lambda q1, q2, c, **s: rule(phi.params, psi.params, q1, q2, c, **s)
     rule = table.get((psi.name, phi.name))
     if rule is not None:
-        return lambda q1, q2, c: rule(psi.params, phi.params, q2, q1, c)
+        return lambda q1, q2, c, **s: rule(psi.params, phi.params, q2, q1, c, **s)
     return None
+
+
+#: pair rules that accept ``s`` = √(q1q2 − c²) computed by the caller (symmetric in the sides)
+TAKES_RESIDUAL = {("erf", "erf"), ("gauss", "gauss"), ("xgauss", "xgauss"), ("gelu", "gelu"),
+                  ("dgelu", "dgelu")}
 
 
 def pair_rule(phi: Nonlinearity, psi: Nonlinearity) -> Callable | None:

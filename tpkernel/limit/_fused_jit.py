@@ -66,11 +66,24 @@ def residual(qi, qj, c):
 
 
 @njit(inline="always", error_model="numpy")
-def erf_parts(qi, qj, c, gb, ntk):
+def input_s(gi, gj, g, a, beta):
+    """√(q q' − C²) of an input layer's pre-activations from the Gram structure (gi, gj, g:
+    ⟨ξ, ξ⟩, ⟨ξ', ξ'⟩, ⟨ξ, ξ'⟩; C = a g + β): the element form of
+    :func:`tpkernel.nonlin.input_residual`."""
+    n = math.sqrt(gi) * math.sqrt(gj)
+    sg = residual(gi, gj, g)
+    den = n + g
+    m = sg * (sg / den) if (g > 0.0) & (den > 0.0) else n - g
+    t = math.hypot(math.sqrt(a * gi) - math.sqrt(a * gj), math.sqrt(2 * a * max(m, 0.0)))
+    return math.hypot(a * sg, math.sqrt(beta) * t)
+
+
+@njit(inline="always", error_model="numpy")
+def erf_parts(qi, qj, c, gb, ntk, s_in=-1.0):
     """(E[erf erf'], √det of the derivative kernel gauss(·, gb)): (2/π) atan2(2C, hypot(√(1 + 2q
     + 2q'), 2s)) and hypot(√(1 − 2gb(q + q')), 2|gb| s), s from :func:`residual` (no product of
     variances; the arcsin as an atan2, stable near ±1)."""
-    s = residual(qi, qj, c)
+    s = residual(qi, qj, c) if s_in < 0.0 else s_in
     kn = (2 / PI) * atan2_signed(2 * c, math.hypot(math.sqrt(1 + 2 * (qi + qj)), 2 * s))
     sd = 1.0
     if ntk:
@@ -99,12 +112,12 @@ def _vec_asin(x, out):
 # of numba's negative-index wraparound), and loop-invariant flags are unswitched.
 
 @njit(**_jit)
-def _row_arccos(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, cpos, cneg, alpha2):
+def _row_arccos(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, cpos, cneg, alpha2, gi, g2):
     for j in range(Ki.shape[0]):
         k = Ki[j] * 1.0
         c = a * k + beta
         qj = q2[j]
-        s = residual(qi, qj, c)
+        s = input_s(gi, g2[j], k, a, beta) if first else residual(qi, qj, c)
         th = atan2_pos(s, c)
         kn = cpos * ((s + (PI - th) * c) * INV_TWO_PI)  # (a product, not a division: 1 ulp)
         thm = 0.0
@@ -124,7 +137,7 @@ def _row_arccos(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, cpos, cneg, alpha2
             Ti[j] = t * kd
 
 @njit(parallel=True, **_jit)
-def _layer_arccos(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, pa, pb, alpha2):
+def _layer_arccos(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, pa, pb, alpha2, g1, g2):
     """One abrelu(pa, pb) layer (relu, leaky, abs): K <- α² E[φφ'], T <- Horner update.
 
     E[φ(u)φ(v)] = (pb² + pa²) J1(C) − 2 pa pb J1(−C) and E[φ'φ'] = (pb² + pa²) J0(C) +
@@ -142,15 +155,15 @@ def _layer_arccos(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, pa, pb, alpha
                 continue
             j0 = i if sym else 0
             _row_arccos(K[i, j0:], T[i, j0:] if ntk else T[0, :0], q1[i], q2[j0:], a, beta, lam, mu,
-                        first, ntk, cpos, cneg, alpha2)
+                        first, ntk, cpos, cneg, alpha2, g1[i], g2[j0:])
 
 @njit(**_jit)
-def _row_erf(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, g2, gb, b4, alpha2):
+def _row_erf(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, g2, gb, b4, alpha2, gi, gr2):
     for j in range(Ki.shape[0]):
         k = Ki[j] * 1.0
         c = a * k + beta
         qj = q2[j]
-        kn, sd = erf_parts(qi, qj, c, gb, ntk)
+        kn, sd = erf_parts(qi, qj, c, gb, ntk, input_s(gi, gr2[j], k, a, beta) if first else -1.0)
         Ki[j] = alpha2 * kn
         if ntk:
             kd = alpha2 * (g2 / sd)
@@ -160,7 +173,7 @@ def _row_erf(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, g2, gb, b4, alpha2):
             Ti[j] = t * kd
 
 @njit(parallel=True, **_jit)
-def _layer_erf(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, ga, gb, alpha2):
+def _layer_erf(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, ga, gb, alpha2, g1, g2):
     """One erf layer: E[erf erf'] = (2/π) asin(2C/√((1+2q)(1+2q'))), and the derivative
     kernel gauss(ga, gb) (ga = 2/√π, gb = -1): ga² / √((1−2gb q)(1−2gb q') − 4gb² C²)."""
     n1, n2 = K.shape
@@ -172,7 +185,7 @@ def _layer_erf(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, ga, gb, alpha2):
                 continue
             j0 = i if sym else 0
             _row_erf(K[i, j0:], T[i, j0:] if ntk else T[0, :0], q1[i], q2[j0:], a, beta, lam, mu,
-                     first, ntk, ga * ga, gb, 4 * gb * gb, alpha2)
+                     first, ntk, ga * ga, gb, 4 * gb * gb, alpha2, g1[i], g2[j0:])
 
 @njit(inline="always", error_model="numpy")
 def _qfun(code, e):
@@ -357,9 +370,9 @@ def _mirror(A):
 # 2 = identity.
 
 @njit(inline="always", error_model="numpy")
-def _el_arccos(k, qi, qj, a, beta, cpos, cneg, ntk):
+def _el_arccos(k, qi, qj, a, beta, cpos, cneg, ntk, s_in=-1.0):
     c = a * k + beta
-    s = residual(qi, qj, c)
+    s = residual(qi, qj, c) if s_in < 0.0 else s_in
     th = atan2_pos(s, c)
     kn = cpos * ((s + (PI - th) * c) * INV_TWO_PI)
     thm = 0.0
@@ -376,9 +389,9 @@ def _el_arccos(k, qi, qj, a, beta, cpos, cneg, ntk):
 
 
 @njit(inline="always", error_model="numpy")
-def _el_erf(k, qi, qj, a, beta, g2, gb, b4, ntk):
+def _el_erf(k, qi, qj, a, beta, g2, gb, b4, ntk, s_in=-1.0):
     c = a * k + beta
-    kn, sd = erf_parts(qi, qj, c, gb, ntk)
+    kn, sd = erf_parts(qi, qj, c, gb, ntk, s_in)
     kd = 0.0
     if ntk:
         kd = g2 / sd
@@ -386,13 +399,16 @@ def _el_erf(k, qi, qj, a, beta, g2, gb, b4, ntk):
 
 
 @njit(**_jit)
-def _row_layer(Ki, Ti, qi, q2, a, beta, lam, mu, p1, p2, al2, kind, first, ntk):
+def _row_layer(Ki, Ti, qi, q2, a, beta, lam, mu, p1, p2, al2, kind, first, ntk, gi, gr2):
+    """One layer on a row slice; on the first layer (``first``) the residual √(q q' − C²) comes
+    from the Gram structure (gi = ⟨ξ_i, ξ_i⟩, gr2 = ⟨ξ'_j, ξ'_j⟩: :func:`input_s`)."""
     if kind == 0:
         cpos = p2 * p2 + p1 * p1
         cneg = p1 * p2 + p2 * p1
         for j in range(Ki.shape[0]):
             k = Ki[j] * 1.0
-            kn, kd = _el_arccos(k, qi, q2[j], a, beta, cpos, cneg, ntk)
+            kn, kd = _el_arccos(k, qi, q2[j], a, beta, cpos, cneg, ntk,
+                                input_s(gi, gr2[j], k, a, beta) if first else -1.0)
             Ki[j] = al2 * kn
             if ntk:
                 t = lam * k + mu
@@ -404,7 +420,8 @@ def _row_layer(Ki, Ti, qi, q2, a, beta, lam, mu, p1, p2, al2, kind, first, ntk):
         b4 = 4 * p2 * p2
         for j in range(Ki.shape[0]):
             k = Ki[j] * 1.0
-            kn, kd = _el_erf(k, qi, q2[j], a, beta, g2, p2, b4, ntk)
+            kn, kd = _el_erf(k, qi, q2[j], a, beta, g2, p2, b4, ntk,
+                             input_s(gi, gr2[j], k, a, beta) if first else -1.0)
             Ki[j] = al2 * kn
             if ntk:
                 t = lam * k + mu
@@ -445,7 +462,7 @@ def _diag_chain(kdiag, P, Q, ntk):
 
 
 @njit(parallel=True, **_jit)
-def _chain(K, T, Q1, Q2, P, ntk, sym, v_var, o_var, v_ntk, o_ntk, rowcheck):
+def _chain(K, T, Q1, Q2, P, ntk, sym, v_var, o_var, v_ntk, o_ntk, rowcheck, G1, G2):
     """Every layer of a chain and the readout, row by row (upper triangle when ``sym``);
     ``rowcheck[i]`` is NaN when row i has a non-finite entry (Σ 0·x, a vectorised test)."""
     n1, n2 = K.shape
@@ -461,7 +478,7 @@ def _chain(K, T, Q1, Q2, P, ntk, sym, v_var, o_var, v_ntk, o_ntk, rowcheck):
             Ti = T[i, j0:] if ntk else T[0, :0]
             for l in range(L):
                 _row_layer(Ki, Ti, Q1[l, i], Q2[l, j0:], P[l, 0], P[l, 1], P[l, 2], P[l, 3], P[l, 4],
-                           P[l, 5], P[l, 6], int(P[l, 7]), l == 0, ntk)
+                           P[l, 5], P[l, 6], int(P[l, 7]), l == 0, ntk, G1[i], G2[j0:])
             z = 0.0
             for j in range(Ki.shape[0]):
                 k = Ki[j] * 1.0

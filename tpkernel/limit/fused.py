@@ -63,7 +63,7 @@ import numpy as np
 
 from ..errors import NumericalError
 from ..ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout
-from ..nonlin import REGISTRY, Nonlinearity, pair_rule
+from ..nonlin import REGISTRY, TAKES_RESIDUAL, Nonlinearity, input_residual, pair_rule
 from . import gaussian
 from .scales import check_norms, check_variance
 
@@ -351,6 +351,13 @@ class _Rules:
             self.code = QUAD_FAMILIES[phi.name]
 
 
+def _residual_kwargs(phi: Nonlinearity, s, c) -> dict:
+    """How a pair rule of φ with itself takes a known residual s = √(q q' − C²)."""
+    if phi.name in ("abrelu", "abstep"):
+        return {"angles": lambda sign: (s, np.arctan2(s, sign * c))}
+    return {"s": s} if (phi.name, phi.name) in TAKES_RESIDUAL else {}
+
+
 class _Run:
     """One fused evaluation: the arrays K, T and the per-example variances."""
 
@@ -397,10 +404,12 @@ class _Run:
         ntk, sym = self.ntk, self.sym
         if rules.kind == "arccos":
             pa, pb = rules.phi.params
-            _jit()._layer_arccos(K, T, q1, q2, L.a, L.beta, L.lam, L.mu, first, ntk, sym, pa, pb, rules.alpha2)
+            _jit()._layer_arccos(K, T, q1, q2, L.a, L.beta, L.lam, L.mu, first, ntk, sym, pa, pb, rules.alpha2,
+                                 self.g1, self.g2)
         elif rules.kind == "erf":
             ga, gb = rules.dphi.params if ntk else (1.0, -1.0)
-            _jit()._layer_erf(K, T, q1, q2, L.a, L.beta, L.lam, L.mu, first, ntk, sym, ga, gb, rules.alpha2)
+            _jit()._layer_erf(K, T, q1, q2, L.a, L.beta, L.lam, L.mu, first, ntk, sym, ga, gb, rules.alpha2,
+                              self.g1, self.g2)
         elif rules.kind == "quadfused" and self.s.quad_rule == "trapezoid":
             self._quad_fused(K, T, q1, q2, L, rules, first, what)
         elif rules.kind in ("quad", "quadfused"):
@@ -431,9 +440,13 @@ class _Run:
             if rules.kind == "identity":
                 kn = c
             else:
-                kn = rules.k(qa, qb, c)
+                extra = {}
+                if first:  # the first layer's √(q q' − C²) from the Gram structure (input_residual)
+                    s = input_residual(self.g1[i0:i1, None], self.g2[None, j0:], k, L.a, L.beta)
+                    extra = _residual_kwargs(rules.phi, s, c)
+                kn = rules.k(qa, qb, c, **extra)
                 if ntk:
-                    kd = rules.kd(qa, qb, c)
+                    kd = rules.kd(qa, qb, c, **(_residual_kwargs(rules.dphi, s, c) if first else {}))
                 if al2 != 1.0:
                     kn = al2 * kn
                     kd = al2 * kd
@@ -610,7 +623,8 @@ def _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk: bool, 
     for kd in (kd1, kd2):
         check_variance(chain.v_var * kd + chain.o_var, chain.readout, K.dtype, "NNGP")
     rowcheck = np.empty(n1)
-    J._chain(K, T, Q1, Q2, P, ntk, symmetric, chain.v_var, chain.o_var, chain.v_ntk, chain.o_ntk, rowcheck)
+    J._chain(K, T, Q1, Q2, P, ntk, symmetric, chain.v_var, chain.o_var, chain.v_ntk, chain.o_ntk, rowcheck,
+             run.g1, run.g2)
     if symmetric:
         J._mirror(K)
         if ntk:
@@ -643,11 +657,13 @@ def _fused_kernels(chain: Chain, program: Program, sides, symmetric: bool, setti
     if symmetric:
         kd1 = kd2 = None
         check_norms(np.diagonal(K), d, chain.data, dtype=dt)
+        run.g1 = run.g2 = np.diagonal(K).astype(float)  # ⟨ξ, ξ⟩ for the first layer's residual
     else:
         kd1 = np.einsum("id,id->i", xa, xa)
         kd2 = np.einsum("id,id->i", xb, xb)
         check_norms(kd1, d, chain.data, "x1", dt)
         check_norms(kd2, d, chain.data, "x2", dt)
+        run.g1, run.g2 = kd1, kd2
     # K holds ⟨ξ, ξ'⟩ (not yet divided by d): the first layer's coefficients take the 1/d
     layers = list(chain.layers)
     f = layers[0]
