@@ -56,13 +56,29 @@ def asin_fast(x):
     return -r if x < 0.0 else r
 
 @njit(inline="always", error_model="numpy")
-def residual(qi, qj, c):
-    """s = √(q q' − C²) without forming q q' (scale-safe), 0 when |ρ| is 1 to rounding: the
-    element form of :func:`tpkernel.nonlin.residual`."""
-    n = math.sqrt(qi) * math.sqrt(qj)
+def residual_r(ri, rj, c):
+    """s = √(q q' − C²) from the roots ri = √q, rj = √q' without forming q q' (scale-safe), 0
+    when |ρ| is 1 to rounding: the element form of :func:`tpkernel.nonlin.residual`."""
+    n = ri * rj
     ac = abs(c)
     e = n - ac
     return math.sqrt(e) * math.sqrt(n + ac) if e > COLLINEAR * n else 0.0
+
+
+@njit(inline="always", error_model="numpy")
+def residual(qi, qj, c):
+    return residual_r(math.sqrt(qi), math.sqrt(qj), c)
+
+
+@njit(inline="always", error_model="numpy")
+def hyp(x, y):
+    """hypot(x, y) without a libm call (which would keep loops from vectorising):
+    m·√(1 + (min/max)²), m = max(|x|, |y|); ~1 ulp."""
+    x = abs(x)
+    y = abs(y)
+    m = max(x, y)
+    r = min(x, y) / m if m > 0.0 else 0.0
+    return m * math.sqrt(1.0 + r * r)
 
 
 @njit(inline="always", error_model="numpy")
@@ -74,8 +90,8 @@ def input_s(gi, gj, g, a, beta):
     sg = residual(gi, gj, g)
     den = n + g
     m = sg * (sg / den) if (g > 0.0) & (den > 0.0) else n - g
-    t = math.hypot(math.sqrt(a * gi) - math.sqrt(a * gj), math.sqrt(2 * a * max(m, 0.0)))
-    return math.hypot(a * sg, math.sqrt(beta) * t)
+    t = hyp(math.sqrt(a * gi) - math.sqrt(a * gj), math.sqrt(2 * a * max(m, 0.0)))
+    return hyp(a * sg, math.sqrt(beta) * t)
 
 
 @njit(inline="always", error_model="numpy")
@@ -84,10 +100,10 @@ def erf_parts(qi, qj, c, gb, ntk, s_in=-1.0):
     + 2q'), 2s)) and hypot(√(1 − 2gb(q + q')), 2|gb| s), s from :func:`residual` (no product of
     variances; the arcsin as an atan2, stable near ±1)."""
     s = residual(qi, qj, c) if s_in < 0.0 else s_in
-    kn = (2 / PI) * atan2_signed(2 * c, math.hypot(math.sqrt(1 + 2 * (qi + qj)), 2 * s))
+    kn = (2 / PI) * atan2_signed(2 * c, hyp(math.sqrt(1 + 2 * (qi + qj)), 2 * s))
     sd = 1.0
     if ntk:
-        sd = math.hypot(math.sqrt(1 - 2 * gb * (qi + qj)), 2 * abs(gb) * s)
+        sd = hyp(math.sqrt(1 - 2 * gb * (qi + qj)), 2 * abs(gb) * s)
     return kn, sd
 
 
@@ -113,11 +129,22 @@ def _vec_asin(x, out):
 
 @njit(**_jit)
 def _row_arccos(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, cpos, cneg, alpha2, gi, g2):
-    for j in range(Ki.shape[0]):
+    if first:  # (two loops: the first layer's residual from the Gram structure, the others')
+        for j in range(Ki.shape[0]):
+            _el_row_arccos(Ki, Ti, j, qi, q2[j], a, beta, lam, mu, True, ntk, cpos, cneg, alpha2,
+                           input_s(gi, g2[j], Ki[j] * 1.0, a, beta))
+    else:
+        ri = math.sqrt(qi)
+        for j in range(Ki.shape[0]):
+            _el_row_arccos(Ki, Ti, j, qi, q2[j], a, beta, lam, mu, False, ntk, cpos, cneg, alpha2,
+                           residual_r(ri, math.sqrt(q2[j]), a * (Ki[j] * 1.0) + beta))
+
+
+@njit(inline="always", error_model="numpy")
+def _el_row_arccos(Ki, Ti, j, qi, qj, a, beta, lam, mu, first, ntk, cpos, cneg, alpha2, s):
+    if True:
         k = Ki[j] * 1.0
         c = a * k + beta
-        qj = q2[j]
-        s = input_s(gi, g2[j], k, a, beta) if first else residual(qi, qj, c)
         th = atan2_pos(s, c)
         kn = cpos * ((s + (PI - th) * c) * INV_TWO_PI)  # (a product, not a division: 1 ulp)
         thm = 0.0
@@ -159,11 +186,21 @@ def _layer_arccos(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, pa, pb, alpha
 
 @njit(**_jit)
 def _row_erf(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, g2, gb, b4, alpha2, gi, gr2):
-    for j in range(Ki.shape[0]):
+    if first:
+        for j in range(Ki.shape[0]):
+            _el_row_erf(Ki, Ti, j, qi, q2[j], a, beta, lam, mu, True, ntk, g2, gb, alpha2,
+                        input_s(gi, gr2[j], Ki[j] * 1.0, a, beta))
+    else:
+        for j in range(Ki.shape[0]):
+            _el_row_erf(Ki, Ti, j, qi, q2[j], a, beta, lam, mu, False, ntk, g2, gb, alpha2, -1.0)
+
+
+@njit(inline="always", error_model="numpy")
+def _el_row_erf(Ki, Ti, j, qi, qj, a, beta, lam, mu, first, ntk, g2, gb, alpha2, s_in):
+    if True:
         k = Ki[j] * 1.0
         c = a * k + beta
-        qj = q2[j]
-        kn, sd = erf_parts(qi, qj, c, gb, ntk, input_s(gi, gr2[j], k, a, beta) if first else -1.0)
+        kn, sd = erf_parts(qi, qj, c, gb, ntk, s_in)
         Ki[j] = alpha2 * kn
         if ntk:
             kd = alpha2 * (g2 / sd)
@@ -405,29 +442,39 @@ def _row_layer(Ki, Ti, qi, q2, a, beta, lam, mu, p1, p2, al2, kind, first, ntk, 
     if kind == 0:
         cpos = p2 * p2 + p1 * p1
         cneg = p1 * p2 + p2 * p1
-        for j in range(Ki.shape[0]):
-            k = Ki[j] * 1.0
-            kn, kd = _el_arccos(k, qi, q2[j], a, beta, cpos, cneg, ntk,
-                                input_s(gi, gr2[j], k, a, beta) if first else -1.0)
-            Ki[j] = al2 * kn
-            if ntk:
-                t = lam * k + mu
-                if not first:
-                    t = a * Ti[j] + t
-                Ti[j] = t * (al2 * kd)
+        if first:  # (two loops: the first layer's residual from the Gram structure, the others')
+            for j in range(Ki.shape[0]):
+                k = Ki[j] * 1.0
+                kn, kd = _el_arccos(k, qi, q2[j], a, beta, cpos, cneg, ntk, input_s(gi, gr2[j], k, a, beta))
+                Ki[j] = al2 * kn
+                if ntk:
+                    Ti[j] = (lam * k + mu) * (al2 * kd)
+        else:
+            ri = math.sqrt(qi)
+            for j in range(Ki.shape[0]):
+                k = Ki[j] * 1.0
+                kn, kd = _el_arccos(k, qi, q2[j], a, beta, cpos, cneg, ntk,
+                                    residual_r(ri, math.sqrt(q2[j]), a * k + beta))
+                Ki[j] = al2 * kn
+                if ntk:
+                    Ti[j] = (a * Ti[j] + (lam * k + mu)) * (al2 * kd)
     elif kind == 1:
         g2 = p1 * p1
         b4 = 4 * p2 * p2
-        for j in range(Ki.shape[0]):
-            k = Ki[j] * 1.0
-            kn, kd = _el_erf(k, qi, q2[j], a, beta, g2, p2, b4, ntk,
-                             input_s(gi, gr2[j], k, a, beta) if first else -1.0)
-            Ki[j] = al2 * kn
-            if ntk:
-                t = lam * k + mu
-                if not first:
-                    t = a * Ti[j] + t
-                Ti[j] = t * (al2 * kd)
+        if first:
+            for j in range(Ki.shape[0]):
+                k = Ki[j] * 1.0
+                kn, kd = _el_erf(k, qi, q2[j], a, beta, g2, p2, b4, ntk, input_s(gi, gr2[j], k, a, beta))
+                Ki[j] = al2 * kn
+                if ntk:
+                    Ti[j] = (lam * k + mu) * (al2 * kd)
+        else:
+            for j in range(Ki.shape[0]):
+                k = Ki[j] * 1.0
+                kn, kd = _el_erf(k, qi, q2[j], a, beta, g2, p2, b4, ntk, -1.0)
+                Ki[j] = al2 * kn
+                if ntk:
+                    Ti[j] = (a * Ti[j] + (lam * k + mu)) * (al2 * kd)
     else:
         for j in range(Ki.shape[0]):
             k = Ki[j] * 1.0
