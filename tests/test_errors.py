@@ -133,7 +133,7 @@ def test_unpooled_readout_beyond_a_short_sequence():
 def test_non_finite_data_names_example():
     X = np.ones((3, 4))
     X[2, 1] = np.nan
-    with pytest.raises(tp.NumericalError, match="data 'xi' has a NaN or infinite entry \\(example 2\\)"):
+    with pytest.raises(tp.NumericalError, match="data 'xi' has a NaN or infinite entry \\(example 2, coordinate 1: nan\\)"):
         tp.kernels(tp.examples.mlp(1), X)
     X[2, 1] = np.inf
     with pytest.raises(tp.NumericalError, match="example 2"):
@@ -152,7 +152,7 @@ def test_diverging_expectation_is_an_error_not_a_number():
     p = tp.Program("p")
     xi = p.data("xi")
     p.output(tp.gaussian(p.input_layer("U", std=3.0) @ xi, a=1.0, b=1.0))  # E[exp(u²)] = ∞ for q >= 1/2
-    with pytest.raises(tp.NumericalError, match="not finite"):
+    with pytest.raises(tp.NumericalError, match=r"E\[gauss\[1, 1\]\(u\)·gauss\[1, 1\]\(v\)\] diverges at variances \(9, 9\)"):
         with np.errstate(invalid="ignore", divide="ignore"):
             tp.kernels(p, np.ones((2, 3)))
 

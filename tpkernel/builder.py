@@ -13,7 +13,54 @@ from typing import Callable, Sequence
 
 from . import nonlin as nl
 from .errors import ProgramError
-from .ir import Embed, LinComb, MatMul, Nonlin, Program
+from . import ir
+from .ir import Bias, Data, Embed, InputLayer, LinComb, Mask, MatMul, Matrix, Nonlin, Readout
+
+
+class Program(ir.Program):
+    """A tensor program with builder methods: declare data, parameters and outputs, and
+    combine the returned handles with operators (``W @ x``, ``x + b``, ``tp.relu(h)``).
+    ``program.graph`` is the dependency graph as a ``networkx.DiGraph``."""
+
+    def data(self, name: str, length: int | None = None):
+        """Declare a data placeholder; ``length=T`` makes it a sequence ``x[0..T-1]``."""
+        return DataHandle(self, self.add(Data(name, length)).name)
+
+    def input_layer(self, name: str, std: float = 1.0, lr: float = 1.0, mask: "Mask | float | None" = None):
+        """Declare an input layer U (the embedding σ_U U ξ / √d); use it as ``U @ x``.
+        ``mask``: random pruning, a :class:`Mask` or a pruning probability p."""
+        return ParamHandle(self, self.add(InputLayer(name, float(std), float(lr), mask)).name)
+
+    def matrix(self, name: str, std: float = 1.0, lr: float = 1.0, mask: "Mask | float | None" = None):
+        """Declare an n×n matrix W (acting as σ_W W x / √n); use it as ``W @ x``, ``W.T @ x``.
+        ``mask``: random pruning (M ⊙ W), a :class:`Mask` or a pruning probability p."""
+        return ParamHandle(self, self.add(Matrix(name, float(std), float(lr), mask)).name)
+
+    def bias(self, name: str, std: float = 1.0, lr: float = 1.0):
+        """Declare a bias (an initial vector σ_b β); use it in sums ``W @ x + b``."""
+        return Vec(self, self.add(Bias(name, float(std), float(lr))).name)
+
+    def output(self, x, std: float = 1.0, lr: float = 1.0, b_std: float | None = None,
+               b_lr: float = 1.0, pool: str | None = None, name: str | None = None,
+               vector=None, mask: "Mask | float | None" = None) -> Readout:
+        """Add a readout f = σ_v vᵀ x / √n (+ σ_o β when ``b_std`` is given).
+
+        ``x`` is a vector, or a list of vectors (one per sequence step) with
+        ``pool="last"`` (each example reads its own last step) or ``pool="mean"``.
+        """
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        if pool is None and len(xs) > 1:
+            raise ProgramError("output(): a list of vectors needs pool='last' or 'mean'")
+        args = tuple(materialize(self, v) for v in xs)
+        vec = None if vector is None else materialize(self, vector)
+        return self.add(Readout(name or self.fresh("f"), args, float(std), float(lr),
+                                None if b_std is None else float(b_std), float(b_lr), pool, vec, mask))
+
+    def listing(self, style: str = "text") -> str:
+        """The program as text, one instruction per line (see tpkernel.listing); ``style="unicode"``
+        or ``"latex"`` renders it in the algorithm style of the Tensor Programs papers."""
+        from .listing import listing  # the one function-level import: the parser builds Programs
+        return listing(self, style)
 
 
 class _Handle:
@@ -248,4 +295,10 @@ def nonlin(fn: Callable, *args, name: str | None = None, fn_name: str | None = N
     ``deriv`` gives its partial derivatives; without it they come from sympy (if fn
     accepts sympy symbols) or from a central finite difference.
     """
-    return apply(nl.user(fn, name=fn_name, deriv=deriv, arity=len(args)), *args, name=name)
+    try:
+        phi = nl.user(fn, name=fn_name, deriv=deriv, arity=len(args))
+    except ProgramError as err:  # name the node the function was meant for
+        where = f"node {name!r}" if name else "tp.nonlin applied to " + ", ".join(
+            repr(a.name) if isinstance(a, Vec) else "an expression" for a in args)
+        raise ProgramError(f"{where}: {err}") from None
+    return apply(phi, *args, name=name)

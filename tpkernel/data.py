@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import NumericalError, ShapeError
+from .errors import NumericalError, ShapeError, real_array
 from .ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout, Seed
 from .rules import RuleTable
 
@@ -29,7 +29,7 @@ from .rules import RuleTable
 def _as_array(x, name: str, length: int | None) -> tuple[np.ndarray, np.ndarray | None]:
     """(N, T, d) float64 array and lengths (None when every example has full length)."""
     if isinstance(x, (list, tuple)) and length is not None and x and np.ndim(x[0]) == 2:
-        seqs = [np.asarray(s, dtype=float) for s in x]
+        seqs = [real_array(f"data {name!r} (sequence {i})", s) for i, s in enumerate(x)]
         dims = {s.shape[1] for s in seqs}
         if len(dims) != 1:
             raise ShapeError(f"data {name!r}: sequences have different dimensions {sorted(dims)}")
@@ -40,7 +40,7 @@ def _as_array(x, name: str, length: int | None) -> tuple[np.ndarray, np.ndarray 
         for i, s in enumerate(seqs):
             arr[i, :len(s)] = s
         return arr, (lens if (lens < length).any() else None)
-    arr = np.asarray(x, dtype=float)
+    arr = real_array(f"data {name!r}", x)
     if length is None:
         if arr.ndim != 2:
             raise ShapeError(f"data {name!r}: expected an array (N, d), got shape {arr.shape}")
@@ -83,10 +83,14 @@ def _bind(program: Program, x, lengths, which: str) -> dict[str, tuple[np.ndarra
                 arr[i, L:] = 0.0
         bad = ~np.isfinite(arr)
         if bad.any():
-            i = int(np.argwhere(bad)[0][0])
-            raise NumericalError(f"{which}: data {d.name!r} has a NaN or infinite entry (example {i})")
+            i, t, k = (int(j) for j in np.argwhere(bad)[0])
+            where = f"example {i}, coordinate {k}" if d.length is None else f"example {i}, step {t}, coordinate {k}"
+            raise NumericalError(f"{which}: data {d.name!r} has a NaN or infinite entry ({where}: {arr[i, t, k]})")
         if arr.shape[0] == 0:
             raise ShapeError(f"{which}: data {d.name!r} has no examples")
+        if arr.shape[2] == 0:
+            raise ShapeError(f"{which}: data {d.name!r} has dimension d = 0 (shape {arr.shape[:1] + arr.shape[2:]}"
+                             f"{'' if d.length is None else ' per step'}): the input layers divide by d")
         out[d.name] = (arr, lens)
     ns = {v[0].shape[0] for v in out.values()}
     if len(ns) != 1:

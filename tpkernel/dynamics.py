@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import ShapeError, check_learning_rate, finite_array
+from .errors import NumericalError, ShapeError, check_learning_rate, finite_array, real_array
 from .ir import Program
 
 Array = np.ndarray
@@ -42,31 +42,68 @@ Array = np.ndarray
 __all__ = ["KernelDynamics", "gradient_descent_mse", "kernel_gd", "compare_training", "TrainingComparison"]
 
 
-def _gain(evals: Array, c: float, t, discrete: bool) -> Array:
-    """g(λ) for every time in t: shape (len(t), len(λ)).
+#: eigenvalues of Θ(X, X) with |λ| <= N · eps · max |λ| are rounding: they count as zero
+def _rounding_zero(evals: Array) -> Array:
+    """The eigenvalues with those within the rounding tolerance N·eps·max|λ| set to 0 (of either
+    sign: a PSD kernel's null space comes out of eigh as ±1e-17·λ_max).  Every other eigenvalue
+    is kept as it is, negative ones included: the closed form is exact for any symmetric
+    kernel."""
+    if evals.size == 0:
+        return evals
+    tol = evals.size * np.finfo(float).eps * float(np.max(np.abs(evals)))
+    return np.where(np.abs(evals) <= tol, 0.0, evals)
 
-    Eigenvalues below N·eps·λ_max count as zero (as a pseudo-inverse would): there
-    g = −c t, the limit of the formula, and g = 0 at t = ∞ (the kernel does not move the
-    outputs along its null space).
-    """
-    lam = np.maximum(evals, 0.0)[None, :]
-    t = np.asarray(t, dtype=float).reshape(-1, 1)
+
+def _gain(lam: Array, c: float, t, discrete: bool, n: int | None = None) -> Array:
+    """g(λ) for every time in t: shape (len(t), len(λ)); ``lam`` from :func:`_rounding_zero`.
+
+    λ = 0 (the null space): g = −c t, the limit of the formula, and 0 at t = ∞ (the kernel
+    does not move the outputs along its null space).  A learning rate of 0: g = 0 (f_t = f_0
+    for every t, ∞ included).  Divergence is a NumericalError: discrete steps with
+    η λ_max / N > 2 (any number of steps >= 1); t = ∞ with a mode that does not converge
+    (λ < 0, or η λ / N >= 2 for steps); values that overflow float64 (naming the time)."""
+    t = real_array("t", t).reshape(-1, 1)
     if np.any(t < 0) or np.any(np.isnan(t)):
         raise ValueError("times must be >= 0")
-    tiny = lam <= lam.size * np.finfo(float).eps * lam.max()
-    lam = np.where(tiny, 0.0, lam)
+    if discrete and np.any(t[np.isfinite(t)] != np.rint(t[np.isfinite(t)])):
+        raise ValueError("discrete dynamics: t counts steps and must be an integer")
+    lam = lam[None, :]
+    if c == 0.0 or lam.size == 0:
+        return np.zeros((t.shape[0], lam.shape[1]))
+    zero = lam == 0.0
     x = c * lam
-    with np.errstate(invalid="ignore", over="ignore"):
+    n = lam.size if n is None else n
+    lr = c * n
+    if discrete and np.any(x > 2 * (1 + 1e-12)) and np.any(t >= 1):
+        top = float(np.max(lam))
+        raise NumericalError(
+            f"kernel gradient descent diverges from step 1: learning rate {lr:.6g} exceeds 2N/λ_max = "
+            f"{2 * n / top:.6g} (N = {n}, λ_max = {top:.6g}), so the top mode of f_k − y is multiplied by "
+            f"1 − ηλ_max/N = {1 - c * top:.6g} at every step (|·| > 1)")
+    if np.any(np.isinf(t)):
+        stuck = (lam < 0) | (x >= 2) if discrete else lam < 0
+        if np.any(stuck):
+            bad = float(np.min(lam)) if np.any(lam < 0) else float(np.max(lam))
+            why = (f"the kernel has the negative eigenvalue {bad:.6g} (λ_max = {float(np.max(lam)):.6g}): it is "
+                   "not positive semi-definite, and gradient descent diverges along it" if bad < 0 else
+                   f"ηλ_max/N = {c * bad:.6g} >= 2: the top mode oscillates or grows at every step")
+            raise NumericalError(f"kernel gradient descent has no limit as t → ∞: {why}")
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if discrete:
-            if np.any(t[np.isfinite(t)] != np.rint(t[np.isfinite(t)])):
-                raise ValueError("discrete dynamics: t counts steps and must be an integer")
-            below = x < 1  # 1 - cλ > 0: (1 - cλ)^k - 1 = expm1(k log1p(-cλ)) keeps precision
+            below = (x > 0) & (x < 1)  # 1 - cλ in (0, 1): (1 - cλ)^k - 1 = expm1(k log1p(-cλ)) keeps precision
             num = np.where(below, np.expm1(t * np.log1p(-np.where(below, x, 0.0))),
                            (1.0 - np.where(below, 0.0, x)) ** t - 1.0)
         else:
-            num = np.expm1(-x * np.where(tiny, 0.0, t))
+            num = np.expm1(-x * np.where(zero, 0.0, t))
         null = np.where(np.isinf(t), 0.0, -c * t) * np.ones_like(lam)
-        return np.where(tiny, null, num / np.where(tiny, 1.0, lam))
+        g = np.where(zero, null, num / np.where(zero, 1.0, lam))
+    if not np.all(np.isfinite(g)):
+        k = int(np.argwhere(~np.isfinite(g))[0][0])
+        unit = "step" if discrete else "time"
+        raise NumericalError(f"kernel gradient descent overflows float64 at {unit} t = {float(t[k, 0]):.6g}: the mode "
+                             f"λ = {float(np.min(lam)):.6g} (the kernel is not positive semi-definite) grows "
+                             f"like {'(1 − ηλ/N)^k' if discrete else 'exp(−ηλt/N)'}")
+    return g
 
 
 @dataclass
@@ -85,6 +122,7 @@ class KernelDynamics:
     discrete: bool = False
     evals: Array = field(init=False, repr=False)
     evecs: Array = field(init=False, repr=False)
+    lam: Array = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         k = finite_array("k_train_train", self.k_train_train)
@@ -98,6 +136,7 @@ class KernelDynamics:
         check_learning_rate(self.learning_rate)
         self.k_train_train, self.y_train = k, y
         self.evals, self.evecs = np.linalg.eigh(0.5 * (k + k.T))  # symmetric up to rounding
+        self.lam = _rounding_zero(self.evals)  # negative eigenvalues are kept: the closed form is exact
 
     @property
     def c(self) -> float:
@@ -110,14 +149,15 @@ class KernelDynamics:
         if f0.size != self.y_train.size:
             raise ShapeError(f"f0_train has {f0.size} outputs for {self.y_train.size} training targets")
         r0 = f0 - self.y_train
-        g = _gain(self.evals, self.c, t, self.discrete)
+        check_learning_rate(self.learning_rate)
+        g = _gain(self.lam, self.c, t, self.discrete, self.y_train.size)
         return g * (self.evecs.T @ r0)[None, :], scalar
 
     def f_train(self, t, f0_train) -> Array:
         """f_t on the training inputs."""
         a, scalar = self._coeffs(t, f0_train)
-        df = (a * np.maximum(self.evals, 0.0)[None, :]) @ self.evecs.T
-        out = np.asarray(f0_train, dtype=float).reshape(1, -1) + df
+        df = (a * self.lam[None, :]) @ self.evecs.T
+        out = real_array("f0_train", f0_train).reshape(1, -1) + df
         return out[0] if scalar else out
 
     def f_test(self, t, f0_train, f0_test, k_test_train) -> Array:
@@ -127,7 +167,7 @@ class KernelDynamics:
         if k.ndim != 2 or k.shape[1] != self.y_train.size:
             raise ShapeError(f"k_test_train has shape {k.shape}, expected (M, {self.y_train.size})")
         df = (a @ self.evecs.T) @ k.T
-        out = np.asarray(f0_test, dtype=float).reshape(1, -1) + df
+        out = finite_array("f0_test", f0_test).reshape(1, -1) + df
         return out[0] if scalar else out
 
 
@@ -142,13 +182,13 @@ def gradient_descent_mse(k_train_train: Array, y_train: Array, learning_rate: fl
     def predict_fn(t, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         if np.size(fx_train_0) not in (1, dyn.y_train.size):
             raise ShapeError(f"fx_train_0 has {np.size(fx_train_0)} outputs for {dyn.y_train.size} training targets")
-        f0 = np.broadcast_to(np.asarray(fx_train_0, dtype=float), dyn.y_train.shape)
+        f0 = np.broadcast_to(real_array("fx_train_0", fx_train_0), dyn.y_train.shape)
         train = dyn.f_train(t, f0)
         if fx_test_0 is None:
             return train
         if k_test_train is None:
             raise ValueError("k_test_train is needed for test predictions")
-        f0t = np.broadcast_to(np.asarray(fx_test_0, dtype=float), (np.shape(k_test_train)[0],))
+        f0t = np.broadcast_to(real_array("fx_test_0", fx_test_0), (np.shape(k_test_train)[0],))
         return train, dyn.f_test(t, f0, f0t, k_test_train)
 
     return predict_fn
@@ -157,17 +197,27 @@ def gradient_descent_mse(k_train_train: Array, y_train: Array, learning_rate: fl
 def kernel_gd(k_train_train: Array, y_train: Array, f0_train: Array, learning_rate: float, steps: int,
               k_test_train: Array | None = None, f0_test: Array | None = None) -> tuple[Array, Array | None]:
     """Kernel gradient descent iterated step by step (the reference for the closed form):
-    f_{k+1} = f_k − (η/N) Θ(·, X)(f_k(X) − y).  Returns (steps+1, N) and (steps+1, M)."""
-    y = np.asarray(y_train, float).reshape(-1)
-    c = learning_rate / y.size
-    f = np.asarray(f0_train, float).reshape(-1).copy()
-    ft = None if f0_test is None else np.asarray(f0_test, float).reshape(-1).copy()
+    f_{k+1} = f_k − (η/N) Θ(·, X)(f_k(X) − y).  Returns (steps+1, N) and (steps+1, M).
+    Inputs are checked as by :class:`KernelDynamics`; an iterate that is not finite is a
+    NumericalError naming the step."""
+    y = finite_array("y_train", y_train).reshape(-1)
+    K = finite_array("k_train_train", k_train_train)
+    if K.shape != (y.size, y.size):
+        raise ShapeError(f"k_train_train has shape {K.shape}, expected ({y.size}, {y.size})")
+    c = check_learning_rate(learning_rate) / y.size
+    f = finite_array("f0_train", f0_train).reshape(-1).copy()
+    Kt = None if k_test_train is None else finite_array("k_test_train", k_test_train)
+    ft = None if f0_test is None else finite_array("f0_test", f0_test).reshape(-1).copy()
     out, out_t = [f.copy()], [None if ft is None else ft.copy()]
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         r = f - y
-        if ft is not None:
-            ft = ft - c * np.asarray(k_test_train) @ r
-        f = f - c * np.asarray(k_train_train) @ r
+        with np.errstate(over="ignore", invalid="ignore"):
+            if ft is not None:
+                ft = ft - c * Kt @ r
+            f = f - c * K @ r
+        if not (np.all(np.isfinite(f)) and (ft is None or np.all(np.isfinite(ft)))):
+            raise NumericalError(f"kernel gradient descent diverged: the outputs overflow float64 at step {step} "
+                                 f"(learning rate {learning_rate}; stable below 2N/λ_max for a PSD kernel)")
         out.append(f.copy())
         out_t.append(None if ft is None else ft.copy())
     return np.asarray(out), (None if ft is None else np.asarray(out_t))
@@ -283,7 +333,7 @@ def compare_training(program: Program, x_train, y_train, x_test, widths: Sequenc
 
     seeds = tuple(range(seeds)) if isinstance(seeds, (int, np.integer)) else tuple(int(s) for s in seeds)
     widths = np.asarray(sorted(int(w) for w in widths))
-    y = np.asarray(y_train, dtype=float).reshape(-1)
+    y = finite_array("y_train", y_train).reshape(-1)
     if limit_train is None:
         limit_train = limit_kernels(program, x_train, get="ntk", output=output, lengths1=lengths_train, **limit_kw)
     if limit_test_train is None:

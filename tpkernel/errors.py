@@ -43,16 +43,39 @@ class NumericalError(TPKernelError):
     """Non-finite data, or a computation that cannot be done to the precision asked."""
 
 
+class DataTypeError(TPKernelError, TypeError):
+    """Data, targets, kernels or a nonlinearity's values that are not real numbers: complex
+    (never silently truncated to the real part), strings, objects."""
+
+
 class AccuracyWarning(UserWarning):
     """A kernel came back less accurate than asked: an adaptive quadrature stopped at
     ``max_deg`` short of ``quad_tol``, or an expectation was estimated by Monte Carlo (its
     standard error is in the message and in ``Kernels.report``)."""
 
 
+def real_array(what: str, values) -> np.ndarray:
+    """``values`` as a float64 array; a :class:`DataTypeError` naming ``what`` if they are complex
+    (even with zero imaginary parts: pass ``x.real`` explicitly) or not numbers at all.
+    Booleans and integers are exact in float64 and accepted."""
+    arr = np.asarray(values)
+    kind = arr.dtype.kind
+    if kind == "c":
+        imag = float(np.max(np.abs(arr.imag), initial=0.0))
+        raise DataTypeError(f"{what} is complex (dtype {arr.dtype}, largest |imaginary part| {imag:.3g}); "
+                            "tpkernel computes with real numbers: pass the real part explicitly if that is meant")
+    if kind not in "biuf":
+        try:
+            return np.asarray(values, dtype=float)
+        except (TypeError, ValueError) as err:
+            raise DataTypeError(f"{what} is not an array of real numbers (dtype {arr.dtype}): {err}") from None
+    return arr.astype(float, copy=False)
+
+
 def finite_array(what: str, values) -> np.ndarray:
     """``values`` as a float array, or a NumericalError naming ``what`` and the first NaN or
-    infinite entry (never a silently propagated NaN)."""
-    arr = np.asarray(values, dtype=float)
+    infinite entry (never a silently propagated NaN); complex values are a DataTypeError."""
+    arr = real_array(what, values)
     bad = ~np.isfinite(arr)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import builder as B
 from .errors import ProgramError
-from .ir import Program
+from .builder import Program
 
 NONLINEARITIES: dict[str, Callable] = {
     "relu": B.relu, "erf": B.erf, "tanh": B.tanh, "gelu": B.gelu, "sin": B.sin, "cos": B.cos,

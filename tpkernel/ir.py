@@ -310,9 +310,9 @@ class Seed(Node):
 class Program:
     """An ordered list of nodes: every node comes after the nodes it reads.
 
-    Build one with the builder methods (:meth:`data`, :meth:`input_layer`,
-    :meth:`matrix`, :meth:`bias`, :meth:`output`) and operators on the returned
-    handles, or from a list of nodes.  ``program.graph`` is the dependency graph as a
+    This is the container; ``tp.Program`` (:class:`tpkernel.builder.Program`) adds the
+    builder methods (``data``, ``input_layer``, ``matrix``, ``bias``, ``output``,
+    ``listing``).  ``program.graph`` is the dependency graph as a
     ``networkx.DiGraph`` (edge u → v when v reads u).
     """
 
@@ -434,7 +434,7 @@ class Program:
                 return name
 
     def copy(self, name: str | None = None) -> "Program":
-        return Program(name or self.name, self._nodes.values())
+        return type(self)(name or self.name, self._nodes.values())
 
     def __repr__(self) -> str:
         return f"<Program {self.name!r}: {len(self)} nodes>"
@@ -474,52 +474,6 @@ class Program:
                                          "general NETSOR⊤ (the Ż correction) is not supported yet")
         self._validated = len(self._nodes)
         return self
-
-    # -- builder methods (see tpkernel.builder) --------------------------------------
-    def data(self, name: str, length: int | None = None):
-        """Declare a data placeholder; ``length=T`` makes it a sequence ``x[0..T-1]``."""
-        from .builder import DataHandle
-        return DataHandle(self, self.add(Data(name, length)).name)
-
-    def input_layer(self, name: str, std: float = 1.0, lr: float = 1.0, mask: "Mask | float | None" = None):
-        """Declare an input layer U (the embedding σ_U U ξ / √d); use it as ``U @ x``.
-        ``mask``: random pruning, a :class:`Mask` or a pruning probability p."""
-        from .builder import ParamHandle
-        return ParamHandle(self, self.add(InputLayer(name, float(std), float(lr), mask)).name)
-
-    def matrix(self, name: str, std: float = 1.0, lr: float = 1.0, mask: "Mask | float | None" = None):
-        """Declare an n×n matrix W (acting as σ_W W x / √n); use it as ``W @ x``, ``W.T @ x``.
-        ``mask``: random pruning (M ⊙ W), a :class:`Mask` or a pruning probability p."""
-        from .builder import ParamHandle
-        return ParamHandle(self, self.add(Matrix(name, float(std), float(lr), mask)).name)
-
-    def bias(self, name: str, std: float = 1.0, lr: float = 1.0):
-        """Declare a bias (an initial vector σ_b β); use it in sums ``W @ x + b``."""
-        from .builder import Vec
-        return Vec(self, self.add(Bias(name, float(std), float(lr))).name)
-
-    def output(self, x, std: float = 1.0, lr: float = 1.0, b_std: float | None = None,
-               b_lr: float = 1.0, pool: str | None = None, name: str | None = None,
-               vector=None, mask: "Mask | float | None" = None) -> Readout:
-        """Add a readout f = σ_v vᵀ x / √n (+ σ_o β when ``b_std`` is given).
-
-        ``x`` is a vector, or a list of vectors (one per sequence step) with
-        ``pool="last"`` (each example reads its own last step) or ``pool="mean"``.
-        """
-        from .builder import materialize
-        xs = list(x) if isinstance(x, (list, tuple)) else [x]
-        if pool is None and len(xs) > 1:
-            raise ProgramError("output(): a list of vectors needs pool='last' or 'mean'")
-        args = tuple(materialize(self, v) for v in xs)
-        vec = None if vector is None else materialize(self, vector)
-        return self.add(Readout(name or self.fresh("f"), args, float(std), float(lr),
-                                None if b_std is None else float(b_std), float(b_lr), pool, vec, mask))
-
-    def listing(self, style: str = "text") -> str:
-        """The program as text, one instruction per line (see tpkernel.listing); ``style="unicode"``
-        or ``"latex"`` renders it in the algorithm style of the Tensor Programs papers."""
-        from .listing import listing
-        return listing(self, style)
 
 
 # -- validation: one rule per node class, run by Program.add on each new node -----------

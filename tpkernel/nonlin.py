@@ -49,7 +49,7 @@ import numpy as np
 import scipy.special as sps
 import sympy
 
-from .errors import ProgramError, UnknownNonlinearityError
+from .errors import NumericalError, ProgramError, UnknownNonlinearityError
 
 Array = np.ndarray
 
@@ -300,27 +300,129 @@ def user(fn: Callable, name: str | None = None, deriv: Sequence[Callable] | Call
          arity: int = 1) -> Nonlinearity:
     """Make a nonlinearity from a Python callable (integrated by quadrature).
 
-    The callable must work on NumPy arrays.  Its derivatives (needed for the NTK)
-    are taken, in order of preference, from ``deriv`` (one callable per argument),
-    from sympy if ``fn`` also accepts sympy symbols, or else by a central finite
-    difference with step 1e-5 (relative error ~1e-10 for smooth functions).
+    The callable must work on NumPy arrays, coordinatewise (the contract is checked once,
+    here, by :func:`check_coordinatewise`; a ProgramError names the function).  Its
+    derivatives (needed for the NTK) are taken, in order of preference, from ``deriv`` (one
+    callable per argument, checked the same way), from sympy if ``fn`` also accepts sympy
+    symbols, or else by a central finite difference with step 1e-5 (relative error ~1e-10
+    for smooth functions).  At every call its values are checked to have the shape of its
+    arguments and to be real; a NaN where the arguments are finite is a NumericalError
+    naming the function and the argument value.
     """
     name = name or getattr(fn, "__name__", "user")
     if name == "<lambda>":
         name = "user"
     if name in REGISTRY:
         raise ProgramError(f"nonlinearity name {name!r} is taken by a built-in; pick another")
+    check_coordinatewise(fn, name, arity)
     derivs = _user_derivatives(fn, deriv, arity, name)
     fam = Family(
-        name, arity, _user_fn_factory(fn),
+        name, arity, _user_fn_factory(fn, name),
         (lambda p, i: derivs[i]) if derivs is not None else None,
         lambda p, *xs: sympy.Function(name)(*xs), doc=f"user function {name}")
     return Nonlinearity(fam, (), arity)
 
 
-def _user_fn_factory(fn):
+#: the probe of :func:`check_coordinatewise`: finite, no special points (0, ±1, integers), both signs
+_PROBE = np.array([-3.7, -2.2, -1.3, -0.61, -0.13, 0.05, 0.37, 0.9, 1.7, 2.9, 4.1, -0.83])
+
+
+def _probe_args(arity: int) -> list[np.ndarray]:
+    """One probe array per argument, each in a different order (so that the arguments differ)."""
+    return [np.roll(_PROBE, 5 * i) for i in range(arity)]
+
+
+def _describe_call(fn) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def _user_values(out, xs: tuple, name: str, probe: bool = False) -> np.ndarray:
+    """The values of user function ``name`` at arguments ``xs`` as float64, checked: the shape
+    of the (broadcast) arguments, real numbers (bool, integer or float64), and no NaN where
+    every argument is finite."""
+    shape = np.broadcast_shapes(*(np.shape(x) for x in xs))
+    arr = np.asarray(out)
+    if arr.shape != shape:
+        raise ProgramError(f"user nonlinearity {name!r} is not coordinatewise: arguments of shape {shape} "
+                           f"gave values of shape {arr.shape} (a nonlinearity maps every coordinate on its "
+                           "own and must return an array of its arguments' shape)")
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise ProgramError(f"user nonlinearity {name!r} returns complex values (dtype {arr.dtype}); it must be "
+                           "real (take .real explicitly if the imaginary part is meant to be dropped)")
+    if kind not in "biuf" or (kind == "f" and arr.dtype.itemsize < 8):
+        raise ProgramError(f"user nonlinearity {name!r} returns dtype {arr.dtype}; it must return real numbers "
+                           "in float64 (or bool / integers), as every expectation is computed to ~1e-11")
+    arr = arr.astype(float, copy=False)
+    if np.isnan(arr.sum()):  # fast path: no NaN (and no inf - inf) anywhere
+        bad = np.isnan(arr)
+        for x in xs:
+            bad &= np.isfinite(np.broadcast_to(x, shape))
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            args = ", ".join(repr(float(np.broadcast_to(x, shape)[at])) for x in xs)
+            raise NumericalError(f"user nonlinearity {name!r} returned NaN at the finite argument "
+                                 f"{'(' + args + ')' if len(xs) > 1 else args}"
+                                 + (" of the probe" if probe else ""))
+    return arr
+
+
+def check_coordinatewise(fn: Callable, name: str, arity: int = 1) -> None:
+    """The contract of a user nonlinearity, checked once when it is made: called on a small
+    probe (12 finite values away from 0 and the integers, each argument in a different order)
+    as an array of shape (12,), reshaped to (3, 4), permuted and on a subset, it returns an
+    array of its arguments' shape, of real numbers (bool, integer or float64: not complex, not
+    float32), finite, and the same values coordinate by coordinate (relative 1e-12) whatever
+    the shape, order or size of the array: so it does not mix coordinates (a sum, a mean, a
+    normalisation, a sort) nor return a scalar.  A violation is a ProgramError naming the
+    function.  Callables marked ``fn._tpkernel_placeholder = True`` (stax's kernel-only
+    layers, which have no finite-width function) are not called."""
+    if getattr(fn, "_tpkernel_placeholder", False):
+        return
+    args = _probe_args(arity)
+    what = f"user nonlinearity {name!r} ({_describe_call(fn)})"
+
+    def call(xs: list[np.ndarray], how: str) -> np.ndarray:
+        try:
+            with np.errstate(all="ignore"):  # a NaN or inf is reported below, by value and argument
+                out = fn(*xs)
+        except Exception as err:
+            raise ProgramError(f"{what} fails on a probe array of shape {xs[0].shape} ({how}): "
+                               f"{type(err).__name__}: {err} (it must accept NumPy arrays and act coordinatewise)"
+                               ) from err
+        try:
+            vals = _user_values(out, tuple(xs), name, probe=True)
+        except NumericalError as err:
+            raise ProgramError(f"{err}: a nonlinearity must be finite at finite arguments") from None
+        if not np.all(np.isfinite(vals)):
+            at = tuple(int(i) for i in np.argwhere(~np.isfinite(vals))[0])
+            raise ProgramError(f"{what} returns {vals[at]} at the finite probe argument "
+                               f"{', '.join(repr(float(x[at])) for x in xs)}: a nonlinearity must be finite at "
+                               "finite arguments")
+        return vals
+
+    base = call(args, "a vector")
+    perm = np.array([7, 2, 11, 0, 5, 9, 1, 4, 10, 3, 8, 6])
+    subset = np.array([9, 2, 6])
+    checks = [
+        ("reshaped to (3, 4)", [a.reshape(3, 4) for a in args], base.reshape(3, 4)),
+        ("its transpose (4, 3)", [a.reshape(3, 4).T for a in args], base.reshape(3, 4).T),
+        ("permuted", [a[perm] for a in args], base[perm]),
+        ("a subset of 3 coordinates", [a[subset] for a in args], base[subset]),
+        ("one coordinate", [a[4:5] for a in args], base[4:5]),
+    ]
+    for how, xs, expected in checks:
+        got = call(xs, how)
+        if not np.allclose(got, expected, rtol=1e-12, atol=1e-300):
+            at = tuple(int(i) for i in np.argwhere(~np.isclose(got, expected, rtol=1e-12, atol=1e-300))[0])
+            raise ProgramError(f"{what} is not coordinatewise: on the probe {how} it gives {float(got[at])!r} where "
+                               f"the same argument in a vector of 12 gave {float(expected[at])!r} (a nonlinearity maps every "
+                               "coordinate on its own: no sums, means, normalisations or sorting over the array)")
+
+
+def _user_fn_factory(fn, name: str):
     def call(p, *xs):
-        return np.asarray(fn(*xs), dtype=float)
+        return _user_values(fn(*xs), xs, name)
     return call
 
 
@@ -342,7 +444,8 @@ def _user_derivatives(fn, deriv, arity, name):
         d = sympy.diff(expr, s)
         f = sympy.lambdify(syms, d, modules=["scipy", "numpy"])
         out.append(Nonlinearity(Family(f"d{i}{name}" if arity > 1 else f"d{name}", arity,
-                                       _user_fn_factory(_broadcasting(f)), None,
+                                       _user_fn_factory(_broadcasting(f), f"d{i}{name}" if arity > 1 else f"d{name}"),
+                                       None,
                                        lambda p, *xs, d=d: d.subs(dict(zip(syms, xs))),
                                        doc=f"derivative of {name} (sympy)"), (), arity))
     return out
@@ -364,7 +467,8 @@ def _finite_difference(fn, i, arity, name):
         xp[i] = xs[i] + h
         xm[i] = xs[i] - h
         return (np.asarray(fn(*xp)) - np.asarray(fn(*xm))) / (2 * h)
-    return Nonlinearity(Family(f"d{i}{name}" if arity > 1 else f"d{name}", arity, _user_fn_factory(d),
+    dname = f"d{i}{name}" if arity > 1 else f"d{name}"
+    return Nonlinearity(Family(dname, arity, _user_fn_factory(d, dname),
                                None, lambda p, *xs: sympy.Function(f"d{name}")(*xs),
                                doc=f"derivative of {name} (finite difference)"), (), arity)
 
@@ -600,15 +704,20 @@ TAKES_RESIDUAL = {("erf", "erf"), ("gauss", "gauss"), ("xgauss", "xgauss"), ("ge
 
 
 def pair_rule(phi: Nonlinearity, psi: Nonlinearity) -> Callable | None:
-    """The closed form of E[φ(u) ψ(v)] as a function of (q1, q2, c), or None."""
-    return _pair_lookup(PAIR_RULES, phi, psi)
+    """The closed form of E[φ(u) ψ(v)] as a function of (q1, q2, c), or None; where the
+    expectation diverges (:func:`tpkernel.checks.pair_domain`) it raises a NumericalError."""
+    rule = _pair_lookup(PAIR_RULES, phi, psi)
+    from .checks import guard_pair
+    return guard_pair(rule, phi, psi)
 
 
 def mean_rule(phi: Nonlinearity) -> Callable | None:
-    """The closed form of E[φ(u)], u ~ N(0, q), as a function of q, or None."""
+    """The closed form of E[φ(u)], u ~ N(0, q), as a function of q, or None; where the
+    expectation diverges it raises a NumericalError."""
     if phi.family.mean is None:
         return None
-    return lambda q: phi.family.mean(phi.params, q)
+    from .checks import guard_mean
+    return guard_mean(lambda q: phi.family.mean(phi.params, q), phi)
 
 
 # ---------------------------------------------------------------------------------

@@ -55,8 +55,9 @@ import scipy.special as sps
 
 from . import builder as B
 from . import nonlin as nl
-from .errors import ProgramError, ShapeError
-from .ir import Embed, MatMul, Program
+from .errors import ProgramError, ShapeError, real_array
+from .builder import Program
+from .ir import Embed, MatMul
 from .limit import kernels as _kernels
 
 __all__ = [
@@ -296,8 +297,8 @@ def _shape(s):
 def _apply_fn(spec: Spec):
     def apply_fn(params, inputs, **kwargs):
         """The finite-width network in NumPy (float64)."""
-        x = [np.asarray(i, dtype=float) for i in inputs] if isinstance(inputs, list) else \
-            np.asarray(inputs, dtype=float)
+        x = [real_array(f"inputs[{k}]", i) for k, i in enumerate(inputs)] if isinstance(inputs, list) else \
+            real_array("inputs", inputs)
         return spec.apply(params, x)
     apply_fn.spec = spec
     return apply_fn
@@ -360,7 +361,7 @@ def _diag_nngp(prog: Program, x: np.ndarray, kwargs: dict) -> np.ndarray:
 def _as_input(x, which: str) -> np.ndarray:
     if hasattr(x, "nngp") and hasattr(x, "ntk"):
         raise ShapeError(f"{which}: tpkernel.stax kernel_fn takes data arrays, not Kernel objects")
-    arr = np.asarray(x, dtype=float)
+    arr = real_array(which, x)
     if arr.ndim != 2:
         raise ShapeError(f"{which}: tpkernel.stax takes inputs of shape (N, d) (fully connected networks); "
                          f"got shape {arr.shape}")
@@ -813,15 +814,20 @@ def _fn_name(fn, fallback: str) -> str:
 
 
 def _numpy_fn(fn: Callable) -> Callable:
-    """fn on NumPy arrays (fn may be written for JAX, or only for scalars)."""
+    """fn on NumPy arrays (fn may be written for JAX, or only for scalars: if it raises on an
+    array it is called on each coordinate).  The values are returned as they come (not cast
+    to float): a function that returns another shape, or complex values, is refused by the
+    contract check of :func:`tpkernel.nonlin.user` instead of being reinterpreted."""
     def call(x):
         try:
-            out = np.asarray(fn(x), dtype=float)
-            if out.shape == np.shape(x):
-                return out
+            out = np.asarray(fn(x))
         except Exception:
-            pass
-        return np.vectorize(lambda t: float(fn(t)), otypes=[float])(x)
+            x = np.asarray(x)
+            return np.array([fn(t) for t in x.flat]).reshape(x.shape)
+        if out.shape != np.shape(x) and out.size == 1 and np.size(x) == 1:
+            out = out.reshape(np.shape(x))  # a scalar function given a one-element array
+        return out
+    call.__qualname__ = getattr(fn, "__qualname__", getattr(fn, "__name__", "fn"))
     return call
 
 
@@ -874,6 +880,7 @@ def _user_nonlinearity(fn: Callable | None, df: Callable | None, name: str, nngp
     if fn is None:
         def fn(x):
             raise NotImplementedError(f"Elementwise(fn=None, nngp_fn=...): {uname} has no finite-width function")
+        fn._tpkernel_placeholder = True  # never probed (tpkernel.nonlin.check_coordinatewise)
         deriv = None
     else:
         fn = _numpy_fn(fn)
@@ -882,6 +889,7 @@ def _user_nonlinearity(fn: Callable | None, df: Callable | None, name: str, nngp
         # the derivative is only needed through its closed form; never evaluate fn here
         def deriv(x):
             raise NotImplementedError(f"{uname}: the derivative is known only through d_nngp_fn")
+        deriv._tpkernel_placeholder = True
     phi = nl.user(fn, name=uname, deriv=deriv)
     if nngp_fn is not None:
         nl.PAIR_RULES[(phi.name, phi.name)] = _pair_rule(nngp_fn)

@@ -49,7 +49,7 @@ import numpy as np
 
 from ..backward import Backward, backward, pick_readout
 from ..data import bind, check_dims, max_steps, pool
-from ..errors import ProgramError, ShapeError
+from ..errors import NumericalError, ProgramError, ShapeError
 from ..rules import RuleTable
 from ..ir import Bias, Data, Embed, InputLayer, LinComb, Mask, MatMul, Matrix, Nonlin, Program, Readout, Seed, mask_of
 
@@ -209,7 +209,10 @@ def numpy_map(fn) -> Callable[..., Array]:
 
 
 def _rule_nonlin(node: Nonlin, net: "Network", env: "_Env") -> Array:
-    out = numpy_map(node.fn)(*(env.values[a] for a in node.args))
+    try:
+        out = numpy_map(node.fn)(*(env.values[a] for a in node.args))
+    except (NumericalError, ProgramError) as err:  # a user function's values (tpkernel.nonlin): name the node
+        raise type(err)(f"node {node.name!r} at width {net.width}: {err}") from None
     return np.broadcast_to(out, (net.width, env.N))
 
 

@@ -21,6 +21,10 @@ from ..errors import NumericalError, ShapeError, check_learning_rate, finite_arr
 from .network import Network
 
 Array = np.ndarray
+#: a loss above this many times its initial scale (max of the loss, ½ mean y², ½ mean f_0²) is a
+#: diverged run: the outputs have grown a millionfold; gradient descent that converges, even
+#: through a catapult phase, stays far below it
+BLOWUP = 1e12
 
 
 def mse_loss(f: Array, y: Array) -> float:
@@ -60,7 +64,9 @@ def train(network: Network, x, y, *, learning_rate: float, steps: int, x_test=No
     """Full-batch gradient descent on 1/(2N) Σ (f − y)² for ``steps`` steps.
 
     ``network`` is copied unless ``inplace``; outputs on ``x`` (and ``x_test``) are
-    recorded every ``record_every`` steps and after the last one.
+    recorded every ``record_every`` steps and after the last one.  A diverging run is a
+    NumericalError naming the step: outputs or an update that are not finite, or a loss above
+    :data:`BLOWUP` times its initial scale.
     """
     if steps < 0 or record_every < 1:
         raise ValueError("steps must be >= 0 and record_every >= 1")
@@ -76,13 +82,23 @@ def train(network: Network, x, y, *, learning_rate: float, steps: int, x_test=No
         if x_test is not None:
             f_te.append(net.apply(x_test, lengths_test, output=output))
 
+    scale = None
     for t in range(steps + 1):
         last = t == steps
         ev = net.evaluate(x, lengths, output=output, backward=not last)
         if ev.N != y.shape[0]:
             raise ShapeError(f"y has {y.shape[0]} targets for {ev.N} training examples")
         if not np.all(np.isfinite(ev.f)):
-            raise NumericalError(f"training diverged at step {t} (learning rate {learning_rate} too large?)")
+            raise NumericalError(f"training diverged at step {t}: the outputs are not finite "
+                                 f"(learning rate {learning_rate} too large?)")
+        loss = mse_loss(ev.f, y)
+        if scale is None:  # the initial scale of the loss, of the targets and of the outputs
+            scale = max(loss, 0.5 * float(np.mean(y * y)), 0.5 * float(np.mean(ev.f * ev.f)), 1e-300)
+        elif loss > BLOWUP * scale:
+            raise NumericalError(f"training diverged at step {t}: the loss {loss:.3g} is more than {BLOWUP:g} times "
+                                 f"its initial scale {scale:.3g} (outputs up to {float(np.max(np.abs(ev.f))):.3g}); "
+                                 f"learning rate {learning_rate} too large (gradient descent on the MSE is stable "
+                                 "below about 2N/λ_max of the network's NTK)")
         if last or t % record_every == 0:
             record(t, ev.f)
         if last:
@@ -93,6 +109,9 @@ def train(network: Network, x, y, *, learning_rate: float, steps: int, x_test=No
             lr_p = net.infos[key].lr
             if lr_p != 1.0:
                 d *= lr_p
+            if not np.all(np.isfinite(d)):
+                raise NumericalError(f"training diverged at step {t}: the update of parameter {key!r} is not finite "
+                                     f"(learning rate {learning_rate} too large?)")
             net.params[key] += d
     return Trajectory(np.asarray(rec_steps), np.asarray(f_tr), np.asarray(f_te) if x_test is not None else None,
                       np.asarray(losses), float(learning_rate), net)

@@ -61,6 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import check_kernel
 from ..errors import NumericalError
 from ..ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout
 from ..nonlin import REGISTRY, TAKES_RESIDUAL, Nonlinearity, input_residual, pair_rule
@@ -95,7 +96,8 @@ class Layer:
     beta: float  # Σ c_b² σ_b²
     lam: float  # lr_W c_W² σ_W²
     mu: float  # Σ lr_b c_b² σ_b²
-    node: str = ""  # the pre-activation h_l (named by errors)
+    name: str | None = None  # the Nonlin node (errors name the expectation E[name·name])
+    node: str = ""  # the pre-activation h_l (named by overflow errors)
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ def chain_of(program: Program, readout: Readout) -> Chain | None:
                 return None
             nxt = None
         a = cw * cw * W.std ** 2
-        layers.append(Layer(phi, alpha, a, beta, W.lr * a, mu, g))
+        layers.append(Layer(phi, alpha, a, beta, W.lr * a, mu, node.name if phi is not None else None, g))
         if nxt is None:
             break
         x = nxt
@@ -373,6 +375,7 @@ class _Run:
         """The general evaluator's rule: adaptive to quad_tol, or quad_deg fixed."""
         s = self.s
         converged = None
+        integral = gaussian.named(integral, what)  # errors name the expectation
         if s.quad_deg is None:
             val, deg, err = gaussian.adaptive(integral, 65, s.quad_tol, s.max_deg)
             converged = err <= s.quad_tol
@@ -613,8 +616,8 @@ def _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk: bool, 
         for l, (L, R) in enumerate(zip(layers, rules)):
             Q1[l] = L.a * kd1 + L.beta
             Q2[l] = L.a * kd2 + L.beta
-            kd1 = run.diag_layer(R, Q1[l], f"φ{l + 1}")
-            kd2 = run.diag_layer(R, Q2[l], f"φ{l + 1}")
+            kd1 = run.diag_layer(R, Q1[l], L.name or f"φ{l + 1}")
+            kd2 = run.diag_layer(R, Q2[l], L.name or f"φ{l + 1}")
     # a kernel that leaves float64 (or the float32 storage) is refused at the layer it happens
     # (the off-diagonal entries are bounded by the diagonal ones: |K_ij| <= √(K_ii K_jj))
     for l, L in enumerate(layers):
@@ -630,12 +633,20 @@ def _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk: bool, 
         if ntk:
             J._mirror(T)
     if not np.all(np.isfinite(rowcheck)):
-        what = "NNGP" if not np.all(np.isfinite(K)) else "NTK"
-        raise NumericalError(f"the {what} of {program.name!r} is not finite (diverging expectation?)")
+        check_kernel(program.name, "NNGP", K, K.dtype)
+        check_kernel(program.name, "NTK", T if ntk else None, K.dtype)
+        raise NumericalError(f"the kernels of {program.name!r} are not finite")  # pragma: no cover
     return K, (T if ntk else None)
 
 
 def _fused_kernels(chain: Chain, program: Program, sides, symmetric: bool, settings, wanted, report, dtype):
+    if np.dtype(dtype) == np.float32:  # float32 storage may overflow: check_kernel names it
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _fused_kernels_in(chain, program, sides, symmetric, settings, wanted, report, dtype)
+    return _fused_kernels_in(chain, program, sides, symmetric, settings, wanted, report, dtype)
+
+
+def _fused_kernels_in(chain: Chain, program: Program, sides, symmetric: bool, settings, wanted, report, dtype):
     ntk = "ntk" in wanted
     numba_ok = USE_NUMBA
     rules = [_Rules(L, ntk, numba_ok) for L in chain.layers]
@@ -667,11 +678,11 @@ def _fused_kernels(chain: Chain, program: Program, sides, symmetric: bool, setti
     # K holds ⟨ξ, ξ'⟩ (not yet divided by d): the first layer's coefficients take the 1/d
     layers = list(chain.layers)
     f = layers[0]
-    layers[0] = Layer(f.phi, f.alpha, f.a / d, f.beta, f.lam / d, f.mu, f.node)
+    layers[0] = Layer(f.phi, f.alpha, f.a / d, f.beta, f.lam / d, f.mu, f.name, f.node)
     if numba_ok and all(R.kind in _ROW_KINDS for R in rules):
         return _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk, symmetric)
     for l, (L, R) in enumerate(zip(layers, rules)):
-        what = f"φ{l + 1}"
+        what = L.name or f"φ{l + 1}"
         if symmetric:
             q1 = q2 = L.a * np.diagonal(K).astype(float) + L.beta
         else:
@@ -692,6 +703,7 @@ def _fused_kernels(chain: Chain, program: Program, sides, symmetric: bool, setti
                 mirror(T)
         bad = int(np.count_nonzero(~np.isfinite(K))) + (int(np.count_nonzero(~np.isfinite(T))) if ntk else 0)
     if bad:
-        what = "NNGP" if not np.all(np.isfinite(K)) else "NTK"
-        raise NumericalError(f"the {what} of {program.name!r} is not finite (diverging expectation?)")
+        check_kernel(program.name, "NNGP", K, K.dtype)
+        check_kernel(program.name, "NTK", T if ntk else None, K.dtype)
+        raise NumericalError(f"the kernels of {program.name!r} are not finite")  # pragma: no cover
     return K, (T if ntk else None)

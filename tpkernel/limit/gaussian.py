@@ -10,16 +10,26 @@ r"""Gaussian integrals that have no closed form.
 
 Quadrature is exact for polynomials of degree < 2·deg and converges exponentially for
 analytic integrands; the error estimate compares ``deg`` with ⌈3·deg/4⌉.
+
+**Divergence.**  Every rule integrates over |t| <= 8.87 standard deviations (the trapezoid
+and polar rules) or where the Gauss-Hermite weights are not negligible, so an expectation
+that diverges (E[exp(u²)²] for Var u >= 1/4) would come back finite and meaningless.  Each
+rule therefore calls :func:`check_tails`: the Gaussian-weighted integrand, on rays in
+several directions at the radii :data:`TAIL_RADII`, must not grow outwards while being
+significant; when it does (the integrand outgrows the Gaussian weight, or its mass lies
+beyond the rule's range), or when the sum is not finite, a :class:`NumericalError` says
+so; :func:`named` prefixes it with the expectation (``E[x1·x1]``) the caller computes.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import NumericalError
+from ..errors import NumericalError, ProgramError
 
 Array = np.ndarray
 #: budget (number of float64s) for one quadrature temporary
@@ -54,10 +64,132 @@ def nodes(deg: int, rule: str = "hermite") -> tuple[Array, Array]:
     raise NumericalError(f"unknown quadrature rule {rule!r}; choose from {RULES}")
 
 
+#: the radii (standard deviations) where :func:`check_tails` compares the weighted integrand:
+#: inside, and at the edge of, the range the rules integrate over
+TAIL_RADII = (7.0, TRAPEZOID_HALF_WIDTH)
+#: the weighted integrand at the outer radius is "significant" above this fraction of max(1, |E|)
+TAIL_SIGNIFICANT = 1e-12
+#: an estimated mass beyond the outer radius above this fraction of max(1, |E|) is an error
+TAIL_LOST = 1e-6
+
+
+def _directions(D: int) -> np.ndarray:
+    """Unit vectors in R^D for :func:`check_tails`: ±1 (D = 1); 16 angles (D = 2); the axes
+    and the diagonals (D >= 3, all 2^D sign patterns up to D = 6)."""
+    if D == 1:
+        return np.array([[1.0], [-1.0]])
+    if D == 2:
+        a = np.arange(16) * (np.pi / 8)
+        return np.stack([np.cos(a), np.sin(a)], axis=-1)
+    eye = np.eye(D)
+    out = [eye, -eye]
+    if D <= 6:
+        signs = np.array(np.meshgrid(*([[-1.0, 1.0]] * D), indexing="ij")).reshape(D, -1).T
+        out.append(signs / np.sqrt(D))
+    else:
+        out += [np.ones((1, D)) / np.sqrt(D), -np.ones((1, D)) / np.sqrt(D)]
+    return np.concatenate(out)
+
+
+def check_tails(G: Callable[[Array], Array], D: int, value: Array) -> None:
+    """Raise a NumericalError if the expectation ``value`` (any shape) = E[G(t)], t ~ N(0, I_D),
+    cannot be trusted.  With ρ(r) = max over directions e of |G(r e)| · r^(D-1) · exp(-r²/2) /
+    (2π)^(D/2) (the Gaussian-weighted integrand on rays, :func:`_directions`) at the radii
+    r_in < r_out of :data:`TAIL_RADII`:
+
+    - ρ grows outwards (ρ(r_out) > ρ(r_in)) while significant (> 1e-12 · max(1, ρ(1))), or is
+      not finite at r_out (it overflows float64): the integrand outgrows the Gaussian weight, so the expectation
+      diverges (exp(z²) with variance > 1/4) or its mass is beyond the range (exp(k z), k σ > 7);
+    - the mass beyond r_out, estimated as |S^(D-1)| · ρ̄(r_out) / κ with ρ̄ the average over the
+      directions instead of the largest value and κ the log-slope of ρ̄ over [r_out - 0.5, r_out]
+      (an upper bound where ρ̄ is log-concave), exceeds :data:`TAIL_LOST` · max(1, |E|): the range
+      the rules integrate over cuts off that much of the expectation;
+    - the sum itself is not finite.
+
+    For a convergent expectation whose mass is inside the range the weight wins: ρ falls by
+    about e^-15 between the radii.  ``G(t)``: t of shape (D,) → an array broadcastable to
+    value's shape."""
+    value = np.asarray(value)
+    r_in, r_out = TAIL_RADII
+    r_near = r_out - 0.5  # the log-slope at the edge, for the mass beyond it
+    rho, avg = {}, {}
+    dirs = _directions(D)
+    for r in (1.0, r_in, r_near, r_out):
+        weight = r ** (D - 1) * math.exp(-r * r / 2) / (2 * np.pi) ** (D / 2)
+        peak = np.zeros(value.shape)
+        total = np.zeros(value.shape)
+        with np.errstate(all="ignore"):
+            for e in dirs:
+                g = np.abs(np.broadcast_to(np.asarray(G(r * e), dtype=float), value.shape))
+                g = np.where(np.isnan(g), np.inf, g)
+                peak = np.maximum(peak, g)
+                total = total + g
+            rho[r] = peak * weight
+            avg[r] = total / len(dirs) * weight
+    scale = np.maximum(1.0, np.where(np.isfinite(value), np.abs(value), 0.0))
+
+    def where(at) -> str:
+        return f" (element {at} of the batch)" if value.ndim else ""
+
+    bulk = np.maximum(1.0, rho[1.0])  # the integrand at one standard deviation: |E| may be dominated by the tails
+    grows = ((rho[r_out] > rho[r_in]) & (rho[r_out] > TAIL_SIGNIFICANT * bulk)) | ~np.isfinite(rho[r_out])
+    if grows.any():
+        at = tuple(int(i) for i in np.argwhere(grows)[0])
+        raise NumericalError(
+            f"the expectation diverges, or its mass lies beyond the quadrature's range{where(at)}: the integrand "
+            f"weighted by the Gaussian density grows outwards, {rho[r_in][at]:.3g} at {r_in:g} and "
+            f"{rho[r_out][at]:.3g} at {r_out:.3g} standard deviations (it outgrows exp(-|t|²/2), as exp(z²) with "
+            f"variance > 1/4 does)")
+    sphere = 2 * np.pi ** (D / 2) / math.gamma(D / 2)
+    with np.errstate(all="ignore"):
+        kappa = np.log(avg[r_near] / avg[r_out]) / (r_out - r_near)
+        lost = np.where(avg[r_out] > 0, sphere * avg[r_out] / kappa, 0.0)
+    cut = lost > TAIL_LOST * scale
+    if cut.any():
+        at = tuple(int(i) for i in np.argwhere(cut)[0])
+        raise NumericalError(
+            f"the expectation has mass beyond the quadrature's range of {r_out:.3g} standard deviations"
+            f"{where(at)}: about {lost[at]:.3g} of it ({lost[at] / scale[at]:.2g} relative to max(1, |E| = "
+            f"{abs(float(value[at])):.3g})) lies further out, more than {TAIL_LOST:g} (the integrand grows almost as "
+            "fast as the Gaussian weight decays)")
+    if not np.all(np.isfinite(value)):
+        at = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+        raise NumericalError(f"the quadrature sum is {value[at]}{where(at)}: the integrand overflows or is "
+                             "undefined at some node inside the range")
+
+
+def _quiet(rule: Callable) -> Callable:
+    """Run a rule with numpy's overflow / invalid warnings off: :func:`check_tails`, which every
+    rule calls on its result, turns what they mean into a NumericalError."""
+    import functools
+
+    @functools.wraps(rule)
+    def run(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return rule(*args, **kwargs)
+    return run
+
+
+def named(fn: Callable, what: str) -> Callable:
+    """``fn`` with its NumericalError / ProgramError messages prefixed by ``E[what]`` (the
+    expectation being computed, named after the program's nodes)."""
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (NumericalError, ProgramError) as err:
+            if str(err).startswith("E["):
+                raise
+            raise type(err)(f"E[{what}]: {err}") from None
+    return call
+
+
 def expect_1d(f: Callable[[Array], Array], q: Array, deg: int, rule: str = "hermite") -> Array:
     t, w = nodes(deg, rule)
     s = np.sqrt(np.asarray(q, dtype=float))
-    return sum(wk * f(s * tk) for tk, wk in zip(t, w))
+    with np.errstate(over="ignore", invalid="ignore"):  # check_tails says what an overflow means
+        total = sum(wk * f(s * tk) for tk, wk in zip(t, w))
+    check_tails(lambda e: f(s * e[0]), 1, np.broadcast_to(total, np.shape(s)))
+    return total
 
 
 def correlation(q1: Array, q2: Array, c: Array) -> Array:
@@ -83,13 +215,16 @@ def expect_2d(f: Callable[[Array], Array], g: Callable[[Array], Array],
     step = max(1, CHUNK // size)  # inner nodes evaluated at once: never shape × deg² in memory
     tb = [(t[k:k + step].reshape((-1,) + (1,) * q1.ndim), w[k:k + step]) for k in range(0, len(t), step)]
     total = np.zeros(q1.shape)
-    for ti, wi in zip(t, w):
-        at = a * ti
-        inner = sum(np.tensordot(wj, g(at + b * tj), axes=(0, 0)) for tj, wj in tb)
-        total += wi * f(s1 * ti) * inner
+    with np.errstate(over="ignore", invalid="ignore"):  # check_tails says what an overflow means
+        for ti, wi in zip(t, w):
+            at = a * ti
+            inner = sum(np.tensordot(wj, g(at + b * tj), axes=(0, 0)) for tj, wj in tb)
+            total += wi * f(s1 * ti) * inner
+    check_tails(lambda e: f(s1 * e[0]) * g(a * e[0] + b * e[1]), 2, total)
     return total
 
 
+@_quiet
 def expect_2d_polar(F: Callable[[Array, Array], Array], q1: Array, q2: Array, c: Array, deg: int) -> Array:
     """E[F(u, v)] for integrands with kinks where u = 0 or v = 0 (relu, step, compositions).
 
@@ -126,6 +261,7 @@ def expect_2d_polar(F: Callable[[Array, Array], Array], q1: Array, q2: Array, c:
                 rk = r[k0:k0 + step].reshape((-1,) + (1,) * q1.ndim)
                 radial = radial + np.tensordot(wr[k0:k0 + step], F(rk * u_dir, rk * v_dir), axes=(0, 0))
             total += wj * half * radial
+    check_tails(lambda e: F(s1 * e[0], s2 * (rho * e[0] + sr * e[1])), 2, total)
     return total
 
 
@@ -174,6 +310,7 @@ def psd_sqrt(cov: Array, what: str = "covariance", reduce: bool = False) -> Arra
     return L
 
 
+@_quiet
 def expect_nd(F: Callable[[Sequence[Array]], Array], cov: Array, deg: int, rule: str = "hermite",
               factor: Array | None = None) -> Array:
     """E[F(z)] for z ~ N(0, cov), cov of shape (..., D, D); F takes D arrays of shape (...).
@@ -194,9 +331,19 @@ def expect_nd(F: Callable[[Sequence[Array]], Array], cov: Array, deg: int, rule:
         z = np.einsum("...ij,pj->p...i", L, pts)  # (P, ..., D)
         vals = F([z[..., i] for i in range(D)])  # (P, ...)
         total += np.tensordot(weights[start:start + step], vals, axes=(0, 0))
+    check_tails(_along(F, L, D), r, total)
     return total
 
 
+def _along(F: Callable, L: Array, D: int) -> Callable[[Array], Array]:
+    """t (r,) → F(L t): the integrand of expect_nd / expect_mc in standard coordinates."""
+    def G(t):
+        z = np.einsum("...ij,j->...i", L, t)
+        return F([z[..., i] for i in range(D)])
+    return G
+
+
+@_quiet
 def expect_mc(F: Callable[[Sequence[Array]], Array], cov: Array, samples: int,
               rng: np.random.Generator) -> tuple[Array, Array]:
     """Monte Carlo E[F(z)], z ~ N(0, cov); returns (mean, standard error)."""
@@ -217,4 +364,5 @@ def expect_mc(F: Callable[[Sequence[Array]], Array], cov: Array, samples: int,
         done += m
     mean = s1 / samples
     var = np.maximum(s2 / samples - mean * mean, 0.0)
+    check_tails(_along(F, L, D), L.shape[-1], mean)
     return mean, np.sqrt(var / samples)

@@ -25,7 +25,8 @@ import numpy as np
 from ..backward import Backward, backward, readout_terms
 from ..terms import contract
 from ..data import _as_array, _bind, _check_dims, _pool, max_steps  # noqa: F401  (shared with tpkernel.finite)
-from ..errors import AccuracyWarning, NumericalError
+from ..checks import check_kernel
+from ..errors import AccuracyWarning
 from ..ir import Program, Readout
 from .numeric import Expectations, Report, Settings, Side
 
@@ -116,7 +117,7 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
     if fast is not None:
         nngp, ntk = fast
         nngp = nngp if "nngp" in wanted else None
-        return _finish(program, nngp, ntk, report, get, checked=True)
+        return _finish(program, nngp, ntk, report, get)
     m = Expectations(prog, sides, symmetric, settings)
     ctx = (0, 0 if symmetric else 1, False)
     shape = m.shape(ctx)
@@ -129,16 +130,21 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
         nngp = np.broadcast_to(m.collapse(nngp, ctx, "NNGP"), shape).astype(float)
     if "ntk" in wanted:
         ntk = np.broadcast_to(m.collapse(contract(bw.terms, table, "limit"), ctx, "NTK"), shape).astype(float)
+    for name, k in (("NNGP", nngp), ("NTK", ntk)):
+        check_kernel(program.name, name, k)
     if np.dtype(dtype) != np.float64:
-        nngp = nngp.astype(dtype) if nngp is not None else None
-        ntk = ntk.astype(dtype) if ntk is not None else None
+        k64 = {"NNGP": nngp, "NTK": ntk}
+        with np.errstate(over="ignore"):  # check_kernel names a float32 overflow
+            nngp = nngp.astype(dtype) if nngp is not None else None
+            ntk = ntk.astype(dtype) if ntk is not None else None
+        for name, k in (("NNGP", nngp), ("NTK", ntk)):
+            check_kernel(program.name, name, k, dtype, computed=k64[name])
     return _finish(program, nngp, ntk, m.report, get)
 
 
-def _finish(program: Program, nngp, ntk, report: Report, get, checked: bool = False):
-    for name, k in (("NNGP", nngp), ("NTK", ntk)):
-        if k is not None and not checked and not np.all(np.isfinite(k)):
-            raise NumericalError(f"the {name} of {program.name!r} is not finite (diverging expectation?)")
+def _finish(program: Program, nngp, ntk, report: Report, get):
+    """The result, with an AccuracyWarning for what did not reach the tolerance (the kernels have
+    been checked by :func:`tpkernel.checks.check_kernel`)."""
     short = [line[len("WARNING: "):] for line in report.summary().splitlines() if line.startswith("WARNING")]
     if report.monte_carlo:
         se = max(m["se"] for m in report.monte_carlo)

@@ -189,7 +189,7 @@ class Expectations(MasterTheorem):
             return _transpose((yield ("cov", v, u, ctx)), diag)
         if diag and self.sym:
             return _diagonal((yield ("cov", u, v, (a, a, False))))
-        return (yield ("rhs", u, v, ctx))
+        return (yield from self._rule_rhs(u, v, ctx))
 
     # -- masked input layers: moments conditional on the mask, and their average ------
     def average(self, x, ctx: Ctx):
@@ -253,11 +253,12 @@ class Expectations(MasterTheorem):
                 # the relu and step kernels of one pair (forward and backward) share θ
                 return _ARCCOS[phi.name](phi.params, psi.params, q1, q2, c,
                                          lambda sign: self._angle(g, h, ctx, sign, q1, q2, c))
+            rule = gaussian.named(pair_rule(phi, psi), what)  # errors name the expectation
             if (phi.name, psi.name) in TAKES_RESIDUAL:
                 s = self._input_residual(g, h, ctx)
                 if s is not None:
-                    return pair_rule(phi, psi)(q1, q2, c, s=s)
-            return pair_rule(phi, psi)(q1, q2, c)
+                    return rule(q1, q2, c, s=s)
+            return rule(q1, q2, c)
         f = phi if phi is not None else (lambda x: x)
         g_ = psi if psi is not None else (lambda x: x)
         kinked = any(fn is not None and not fn.family.smooth for fn in (phi, psi))
@@ -266,7 +267,7 @@ class Expectations(MasterTheorem):
     def mean_value(self, phi: Nonlinearity, q, what: str):
         rule = mean_rule(phi)
         if rule is not None:
-            return rule(q)
+            return gaussian.named(rule, what)(q)  # errors name the expectation
         quad = self.settings.quad_rule
         return self._quadrature(lambda deg: gaussian.expect_1d(phi, q, deg, quad), 1, quad, what)
 
@@ -359,6 +360,7 @@ class Expectations(MasterTheorem):
         """Run a 1D/2D rule: adaptive to ``quad_tol`` unless ``quad_deg`` fixes the nodes."""
         s = self.settings
         converged = None
+        integral = gaussian.named(integral, what)  # errors name the expectation
         if s.quad_deg is None:
             val, deg, err = gaussian.adaptive(integral, start, s.quad_tol, s.max_deg)
             converged = err <= s.quad_tol
@@ -429,22 +431,23 @@ class Expectations(MasterTheorem):
         else:
             L = gaussian.psd_sqrt(cov, f"the covariance of E[{what}]", reduce=True)
             r = L.shape[-1]
+            nd, mc = gaussian.named(gaussian.expect_nd, what), gaussian.named(gaussian.expect_mc, what)
             if r <= 4 and not (kinked and s.nd_deg is None):
                 if s.nd_deg is None:
                     tol = max(s.quad_tol, 1e-9)
                     val, deg, err = gaussian.adaptive(
-                        lambda k: gaussian.expect_nd(F, cov, k, "trapezoid", factor=L), 17, tol,
+                        lambda k: nd(F, cov, k, "trapezoid", factor=L), 17, tol,
                         nd_max_deg(r, int(np.prod(cov.shape[:-2], dtype=np.int64)), s.max_deg))
                     self.report.quadrature.append({"dim": r, "deg": deg, "rule": "trapezoid", "what": what,
                                                    "error": err, "converged": err <= tol})
                 else:  # a fixed rule, but always checked: tensor Gauss-Hermite can be far off in 3-4D
-                    val = gaussian.expect_nd(F, cov, s.nd_deg, "hermite", factor=L)
-                    lower = gaussian.expect_nd(F, cov, _lower(s.nd_deg), "hermite", factor=L)
+                    val = nd(F, cov, s.nd_deg, "hermite", factor=L)
+                    lower = nd(F, cov, _lower(s.nd_deg), "hermite", factor=L)
                     err = float(np.max(np.abs(val - lower) / np.maximum(1.0, np.abs(val)), initial=0.0))
                     self.report.quadrature.append({"dim": r, "deg": s.nd_deg, "rule": "hermite", "what": what,
                                                    "error": err, "converged": err <= max(s.quad_tol, 1e-9)})
             else:
-                val, se = gaussian.expect_mc(F, cov, s.mc_samples, self._rng)
+                val, se = mc(F, cov, s.mc_samples, self._rng)
                 self.report.monte_carlo.append({"dim": r, "samples": s.mc_samples, "what": what,
                                                 "se": float(np.max(se))})
         if not np.all(np.isfinite(val)):

@@ -334,8 +334,11 @@ class MasterTheorem:
             ys, cv = (rv.terms(V), rv.const(V)) if isinstance(rv, Linear) else (((v, 1.0),), 0.0)
             num = self.number
             out = self.zero
+            fam = S.families
             for x, c in xs:
                 for y, d in ys:
+                    if S.gaussian[x] and S.gaussian[y] and not fam[x] & fam[y]:
+                        continue  # independent centred Gaussians: E[x y] = 0
                     out = out + num(c) * num(d) * (yield ("cov", x, y, ctx))
             if cv:
                 mean_a = self.zero

@@ -18,7 +18,8 @@ import math
 from typing import Iterable, Sequence
 
 from ..errors import ProgramError
-from ..ir import Bias, InputLayer, Mask, Matrix, Node, Program, Readout, mask_of
+from ..builder import Program
+from ..ir import Bias, InputLayer, Mask, Matrix, Node, Readout, mask_of
 
 WHERE = ("all", "hidden", "hidden+output", "input", "output")
 
