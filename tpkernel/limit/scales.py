@@ -36,10 +36,12 @@ def check_norms(sq: np.ndarray, d: int, data: str, which: str = "", dtype=np.flo
     if bad.any():
         i = int(np.argmax(bad))
         where = f"{which}: " if which else ""
+        name = np.dtype(dtype).name
+        fix = ("use dtype='float64' or rescale the inputs" if np.dtype(dtype) != np.float64
+               else f"rescale the inputs (|ξ| below {np.sqrt(big):.2g})")
         raise NumericalError(
-            f"{where}data {data!r}: example {i} has squared norm |ξ|² = {sq[i]:.3g}, beyond "
-            f"{np.dtype(dtype).name} ({big:.3g}): the Gram matrix ⟨ξ, ξ'⟩/d and the kernels built on "
-            f"it are not representable; rescale the inputs (|ξ| below {np.sqrt(big):.2g})")
+            f"{where}data {data!r}: example {i} has squared norm |ξ|² = {sq[i]:.3g}: its Gram entries "
+            f"overflow {name} (beyond {big:.3g}), and the kernels built on them are not representable; {fix}")
     tiny = np.finfo(dtype).tiny
     small = (sq > 0) & (sq / d < tiny)
     if small.any():
