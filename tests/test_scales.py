@@ -157,7 +157,7 @@ def data(seed: int, n: int = 4, d: int = 3, collinear: bool = True) -> np.ndarra
     (x0 has entries k/64, so that 3·x0 is exact: a *rounded* multiple is not collinear, and at
     large scales the erf and GELU kernels resolve its ~1e-16 angle; see docs/limit.md).
     ``collinear=False``: duplicates only (x1 and x0 again), for biased networks of depth >= 2,
-    where collinear inputs of different norms are a known gap (:func:`test_known_gap_...`)."""
+    where collinear inputs of different norms are a known gap (``test_known_gap_...``)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, d))
     x[0] = rng.integers(-200, 200, d) / 64
@@ -179,6 +179,13 @@ def scale(exponent: float) -> float:
     (x·1e100 rounds each entry, and then 3·x0·1e100 and x0·1e100 are ~1e-16 rad apart, an
     angle the erf NTK at q ~ 1e200 does resolve: see docs/limit.md, "Scales")."""
     return 2.0 ** round(exponent * math.log2(10))
+
+
+def with_collinear(act: str, depth: int, b_std) -> bool:
+    """Collinear rows of different norms are in the data unless they hit the known gap: from
+    the second layer on they are *nearly* collinear (a bias, or GELU's non-homogeneity, turn
+    ρ = 1 into 1 − ρ ≪ 1), and √(q q' − C²) from rounded covariances is √ε-conditioned."""
+    return depth == 1 or (b_std is None and act != "gelu")
 
 
 def gap(act: str, depth: int, b_std, exponent: float) -> bool:
@@ -212,7 +219,7 @@ def check(engine: str, act: str, depth: int, w_std: float, b_std, X: np.ndarray,
 def test_closed_forms_at_every_scale(engine, act, exponent, depth, w_std, b_std, seed):
     """relu, erf, gelu: 1e-12 against mpmath over scales 1e-150 … 1e150, with collinear and
     duplicate rows, implicit and explicit x2, every engine."""
-    collinear = b_std is None or depth == 1
+    collinear = with_collinear(act, depth, b_std)
     if gap(act, depth, b_std, exponent):
         exponent = -exponent  # (the known gap below: the mirror scale is covered)
     X = data(seed, collinear=collinear) * scale(exponent)
@@ -337,7 +344,7 @@ def test_subnormal_inputs_warn(engine):
        w_std=st.sampled_from([1.0, 1.5, 2 ** 0.5]), b_std=st.sampled_from([None, 0.05, 0.1, 1.0]),
        seed=st.integers(0, 2 ** 16), d=st.integers(1, 40))
 def test_closed_forms_at_every_scale_thorough(engine, act, exponent, depth, w_std, b_std, seed, d):
-    collinear = b_std is None or depth == 1
+    collinear = with_collinear(act, depth, b_std)
     if gap(act, depth, b_std, exponent):
         exponent = -exponent
     X = data(seed, d=d, collinear=collinear) * scale(exponent)
@@ -370,3 +377,13 @@ def test_known_gap_collinear_inputs_with_a_bias_two_layers(engine):
 def test_known_gap_small_inputs_with_a_bias(engine):
     X = data(0, collinear=False) * scale(-9)
     check(engine, "relu", 3, 1.0, 0.1, X, X[::-1].copy(), 1e-12)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: GELU is not homogeneous, so collinear inputs of "
+                   "different norms are nearly (not exactly) collinear after the first layer, and "
+                   "the deeper layers' √(q q' − C²) from rounded covariances is off (measured 9e-11 "
+                   "at inputs ~1e5, depth 3, no bias)")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_known_gap_gelu_collinear_inputs_deeper(engine):
+    X = data(205) * scale(5)
+    check(engine, "gelu", 3, 2 ** 0.5, None, X, partner(X), 1e-12)
