@@ -32,15 +32,15 @@ import numpy as np
 from ..data import _bind
 from ..errors import ShapeError
 from ..ir import Data, Program
+from .numeric import Kernels
 
 
-def _tile(program: Program, xa: dict, xb: dict | None, la: dict, lb: dict, opts: dict, wanted: tuple,
+def _tile(evaluate, program: Program, xa: dict, xb: dict | None, la: dict, lb: dict, opts: dict, wanted: tuple,
           threads: int | None):
-    """One tile: a plain in-memory evaluation (symmetric when xb is None)."""
-    from .kernels import kernels
+    """One tile: a plain in-memory evaluation by ``evaluate`` (symmetric when xb is None)."""
     if threads is not None:
         _set_threads(threads)
-    k = kernels(program, xa, xb, get=wanted, lengths1=la or None, lengths2=lb or None, **opts)
+    k = evaluate(program, xa, xb, get=wanted, lengths1=la or None, lengths2=lb or None, **opts)
     return np.stack([getattr(k, w) for w in wanted])
 
 
@@ -88,13 +88,14 @@ def _chunk_sizes(chunks) -> tuple[int, int]:
 
 def kernels_blockwise(program: Program, x1, x2=None, get=("nngp", "ntk"), *, chunks, output=None,
                       lengths1=None, lengths2=None, dtype="float64", threads_per_tile: int | None = 1,
-                      **opts):
+                      evaluate, **opts):
     """The NNGP and NTK as dask arrays of tiles (see the module docstring).
 
     ``chunks``: examples per tile, an int or (rows, columns); with x2 = None rows and
     columns must be equal.  ``threads_per_tile``: threads of the fused kernels inside one
     tile (default 1: dask runs tiles in parallel; None leaves numba's setting alone).
-    Other keywords are those of :func:`tpkernel.kernels`.  Returns a
+    ``evaluate``: the in-memory evaluator of one tile (:func:`tpkernel.kernels` passes itself,
+    so that this module does not import it).  Other keywords are those of :func:`tpkernel.kernels`.  Returns a
     :class:`~tpkernel.limit.kernels.Kernels` whose ``nngp``/``ntk`` are ``dask.array`` s, or
     one dask array if ``get`` is a string.
     """
@@ -103,7 +104,6 @@ def kernels_blockwise(program: Program, x1, x2=None, get=("nngp", "ntk"), *, chu
         import dask.array as da
     except ImportError as e:  # pragma: no cover - dask is a dependency
         raise ImportError("blockwise evaluation needs dask: pip install 'dask[array]'") from e
-    from .kernels import Kernels
     wanted = (get,) if isinstance(get, str) else tuple(get or ("nngp", "ntk"))
     rows, cols = _chunk_sizes(chunks)
     symmetric = x2 is None
@@ -135,9 +135,9 @@ def kernels_blockwise(program: Program, x1, x2=None, get=("nngp", "ntk"), *, chu
             if symmetric and j < i:
                 continue
             if symmetric and i == j:
-                t = tile(program, XA[i], None, LA[i], {}, opts, wanted, threads_per_tile)
+                t = tile(evaluate, program, XA[i], None, LA[i], {}, opts, wanted, threads_per_tile)
             else:
-                t = tile(program, XA[i], XB[j], LA[i], LB[j], opts, wanted, threads_per_tile)
+                t = tile(evaluate, program, XA[i], XB[j], LA[i], LB[j], opts, wanted, threads_per_tile)
             grid[i][j] = da.from_delayed(t, shape=(W, r1 - r0, c1 - c0), dtype=dt)
     if symmetric:
         for i in range(len(rb)):

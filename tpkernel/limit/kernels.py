@@ -18,7 +18,6 @@ that every example reaches; otherwise a :class:`ShapeError` says which.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,21 +27,7 @@ from ..data import _as_array, _bind, _check_dims, _pool, max_steps  # noqa: F401
 from ..checks import check_kernel
 from ..errors import AccuracyWarning
 from ..ir import Program, Readout
-from .numeric import Expectations, Report, Settings, Side
-
-
-@dataclass(frozen=True)
-class Kernels:
-    """The limiting kernels; ``nngp`` and ``ntk`` are (N1, N2) float64 arrays (or None
-    if not asked for).  ``report`` says which expectations needed numerical integration."""
-
-    nngp: np.ndarray | None
-    ntk: np.ndarray | None
-    report: Report = field(default_factory=Report, repr=False, compare=False)
-
-    def replace(self, **kw) -> "Kernels":
-        from dataclasses import replace
-        return replace(self, **kw)
+from .numeric import Expectations, Kernels, Report, Settings, Side
 
 
 # -- assembly -----------------------------------------------------------------------
@@ -74,7 +59,7 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
     evaluator), "fused" (insist on it) or "reference" (always the general evaluator).
     ``mask_exact_d``/``mask_samples``: a masked (pruned) input layer is averaged exactly over
     the 2^d masks of a row up to d = ``mask_exact_d``, beyond it by Monte Carlo over
-    ``mask_samples`` masks with a standard error (:mod:`tpkernel.pruning.mixture`; ``.report``
+    ``mask_samples`` masks with a standard error (:mod:`tpkernel.limit.mixture`; ``.report``
     says which).
     """
     wanted = (get,) if isinstance(get, str) else tuple(get or ("nngp", "ntk"))
@@ -90,7 +75,7 @@ def kernels(program: Program, x1, x2=None, get=("nngp", "ntk"), *, output: str |
                                  lengths2=lengths2, quad_deg=quad_deg, quad_rule=quad_rule, quad_tol=quad_tol,
                                  nd_deg=nd_deg, mc_samples=mc_samples, seed=seed,
                                  error_estimate=error_estimate, dtype=dtype, engine=engine,
-                                 mask_exact_d=mask_exact_d, mask_samples=mask_samples)
+                                 mask_exact_d=mask_exact_d, mask_samples=mask_samples, evaluate=kernels)
     bw: Backward = backward(program, output) if "ntk" in wanted else None
     prog = bw.program if bw else program.validate()
     from ..backward import pick_readout

@@ -10,7 +10,7 @@ A pruned parameter (:class:`~tpkernel.ir.Mask`) multiplies the covariance of its
 (1 with rescaling).  A pruned input layer is a Gaussian scale mixture over each row's kept
 inputs S: its moments are conditional on S, carried as leading array axes and averaged where
 a MatMul (or the kernel) sums over coordinates (:meth:`Expectations.average`;
-:mod:`tpkernel.pruning.mixture`).
+:mod:`tpkernel.limit.mixture`).
 
 A *context* says which examples a moment pairs up: ``(a, b, False)`` gives the
 (N_a, N_b) matrix E[u(ξ_i) v(ξ'_j)] between data sets a and b, ``(a, a, True)`` the
@@ -70,7 +70,7 @@ class Report:
 
     quadrature: list[dict] = field(default_factory=list)
     monte_carlo: list[dict] = field(default_factory=list)
-    masks: list[dict] = field(default_factory=list)  # masked input layers (tpkernel.pruning.mixture)
+    masks: list[dict] = field(default_factory=list)  # masked input layers (tpkernel.limit.mixture)
 
     def unconverged(self) -> list[dict]:
         """The quadratures short of their tolerance, least accurate first."""
@@ -104,6 +104,20 @@ class Report:
         return "\n".join(lines) or "all expectations in closed form"
 
 
+@dataclass(frozen=True)
+class Kernels:
+    """The limiting kernels; ``nngp`` and ``ntk`` are (N1, N2) float64 arrays (or None
+    if not asked for).  ``report`` says which expectations needed numerical integration."""
+
+    nngp: np.ndarray | None
+    ntk: np.ndarray | None
+    report: Report = field(default_factory=Report, repr=False, compare=False)
+
+    def replace(self, **kw) -> "Kernels":
+        from dataclasses import replace
+        return replace(self, **kw)
+
+
 #: the finest nested trapezoid grid per dimension for integrals over r >= 3 variables (written
 #: for r = 1, 2 too: a rank-deficient covariance of 3 or 4 variables): k^r nodes per element
 ND_MAX_DEG = {1: 1025, 2: 257, 3: 65, 4: 33}
@@ -127,7 +141,7 @@ def _lower(deg: int) -> int:
 
 def _transpose(x, diag: bool = False):
     """E[v u] from E[u v]: swap the two example axes (the last two; leading axes, if any, index
-    the input masks of :mod:`tpkernel.pruning.mixture`)."""
+    the input masks of :mod:`tpkernel.limit.mixture`)."""
     return x if diag or np.ndim(x) < 2 else np.swapaxes(x, -1, -2)
 
 
@@ -151,7 +165,7 @@ class Expectations(MasterTheorem):
         self._angles: dict[tuple, tuple] = {}
         self._mix = None  # masked input layers: conditional moments given each row's kept inputs
         if any(getattr(n, "mask", None) is not None for n in program.of_type(InputLayer)):
-            from ..pruning.mixture import InputMixture
+            from .mixture import InputMixture
             self._mix = InputMixture(self)
 
     # -- contexts ------------------------------------------------------------------------
@@ -229,7 +243,7 @@ class Expectations(MasterTheorem):
 
     def gram(self, U: Embed, V: Embed, ctx: Ctx):
         """⟨ξ_t, ξ'_s⟩ / d for the data steps the two embeddings read (for a masked input layer
-        ⟨ξ_{t,S}, ξ'_{s,S}⟩ / d for every mask S of a row: :mod:`tpkernel.pruning.mixture`)."""
+        ⟨ξ_{t,S}, ξ'_{s,S}⟩ / d for every mask S of a row: :mod:`tpkernel.limit.mixture`)."""
         if self._mix is not None and self.p[U.layer].mask is not None:
             return self._mix.gram(U, V, ctx)
         a, b, diag = ctx

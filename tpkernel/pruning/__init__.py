@@ -8,7 +8,7 @@ optionally rescaled by 1/√q.  Everything else in tpkernel reads masks:
 - the limit (:func:`tpkernel.kernels`): a masked use multiplies the forward covariance it
   creates, and the parameter's NTK contribution, by q (1 with rescaling); a masked input
   layer with a fixed input dimension is the exact Gaussian scale mixture over each row's
-  kept inputs (:mod:`tpkernel.pruning.mixture`);
+  kept inputs (:mod:`tpkernel.limit.mixture`);
 - finite width (:mod:`tpkernel.finite`): Bernoulli masks from the seed, gradients of kept
   weights only;
 - listings (``mask=0.5 rescale``), drawings (M⊙W in red), formulas (factors q_W).
