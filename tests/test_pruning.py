@@ -255,15 +255,21 @@ def _angle(q1, q2, c):
     return np.sqrt(q1 * q2), np.arctan2(np.sqrt(np.maximum(q1 * q2 - c * c, 0.0)), c)
 
 
-def _j1(q1, q2, c):
-    """E[relu(u) relu(v)] (0 when a variance is 0: a row that kept no input)."""
+def _j1(q1, q2, c, r=None):
+    """E[relu(u) relu(v)] (0 when a variance is 0: a row that kept no input); ``r``: √(q1q2 − c²)
+    if known more accurately than from (q1, q2, c)."""
     s, th = _angle(q1, q2, c)
-    return (np.sqrt(np.maximum(q1 * q2 - c * c, 0.0)) + (np.pi - th) * c) / (2 * np.pi)
+    r = np.sqrt(np.maximum(q1 * q2 - c * c, 0.0)) if r is None else r
+    if r is not None:
+        th = np.arctan2(r, c)
+    return (r + (np.pi - th) * c) / (2 * np.pi)
 
 
-def _j0(q1, q2, c):
+def _j0(q1, q2, c, r=None):
     """E[step(u) step(v)], step(0) = 0."""
     s, th = _angle(q1, q2, c)
+    if r is not None:
+        th = np.arctan2(r, c)
     return np.where(s > 0, (np.pi - th) / (2 * np.pi), 0.0)
 
 
@@ -277,8 +283,13 @@ def _brute_force(x, p, rescale, su, sw, sv):
     G = np.einsum("kd,id,jd->kij", S, x, x) / d  # ⟨ξ_S, ξ'_S⟩/d per subset
     C1 = su ** 2 * s2 * G
     dg = np.einsum("kii->ki", C1)
-    J1 = _j1(dg[:, :, None], dg[:, None, :], C1)
-    J0 = _j0(dg[:, :, None], dg[:, None, :], C1)
+    # √(q q' − C²) of the first layer by Lagrange's identity on the kept coordinates,
+    # |ξ_S|²|ξ'_S|² − ⟨ξ_S, ξ'_S⟩² = Σ_{a<b} S_a S_b (ξ_a ξ'_b − ξ_b ξ'_a)²: exactly 0 for a subset that
+    # makes ξ_S and ξ'_S parallel (one kept coordinate), where (q, q', C) leave θ ~ 1e-8 of rounding
+    cross = x[:, None, :, None] * x[None, :, None, :] - x[:, None, None, :] * x[None, :, :, None]
+    R1 = su ** 2 * s2 * np.sqrt(np.einsum("ka,kb,ijab->kij", S, S, cross ** 2) / 2) / d
+    J1 = _j1(dg[:, :, None], dg[:, None, :], C1, R1)
+    J0 = _j0(dg[:, :, None], dg[:, None, :], C1, R1)
     K1 = np.tensordot(P, J1, 1)  # E_S V[relu](Σ1 | S)
     C2 = sw ** 2 * K1
     d2 = np.diag(C2)

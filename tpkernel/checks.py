@@ -75,7 +75,7 @@ def guard_pair(rule, phi, psi):
     if b1 <= 0 and b2 <= 0:
         return rule
 
-    def guarded(q1, q2, c):
+    def guarded(q1, q2, c, **kw):  # kw: s = √(q1q2 − c²) when the caller has it (nonlin.TAKES_RESIDUAL)
         q1, q2, c = (np.asarray(a, dtype=float) for a in (q1, q2, c))
         f1, f2 = 1 - 2 * b1 * q1, 1 - 2 * b2 * q2
         det = f1 * f2 - 4 * b1 * b2 * c * c
@@ -88,7 +88,7 @@ def guard_pair(rule, phi, psi):
                 f"E[{phi.label}(u)·{psi.label}(v)] diverges at variances ({v[0]:.6g}, {v[1]:.6g}) and covariance "
                 f"{v[2]:.6g}: the Gaussian integral of exp(b1 u² + b2 v²) needs 1 − 2·b·Var > 0 for each factor "
                 f"and (1 − 2b1q1)(1 − 2b2q2) − 4b1b2c² > 0 (b1 = {b1:g}, b2 = {b2:g})")
-        return rule(q1, q2, c)
+        return rule(q1, q2, c, **kw)
     return guarded
 
 

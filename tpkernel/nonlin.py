@@ -477,16 +477,59 @@ def _finite_difference(fn, i, arity, name):
 # closed-form pair rules: E[φ(u) ψ(v)], (u, v) ~ N(0, [[q1, c], [c, q2]])
 # ---------------------------------------------------------------------------------
 
+#: a pair whose correlation is within this of ±1 (|c| >= (1 - COLLINEAR)·√q1·√q2) is taken as
+#: perfectly correlated: s = √(q1q2 − c²) = 0 exactly.  Rounding alone leaves |ρ| of an input
+#: paired with itself or a multiple of itself ~10 ulps (2e-15, measured for d up to 3072) away
+#: from 1, and θ = atan2(s, c) turns that into θ ~ 1e-7 (the step kernel off by ~2e-8); the
+#: threshold 2^-44 ≈ 5.7e-14 (256 ulps) absorbs it with margin.  The cost: a pair genuinely that
+#: close to collinear (θ < 3.4e-7) gets θ = 0, an error below 5.4e-8 in the step kernel, where
+#: float64 data determine θ only to ~1e-9 anyway (δθ ≈ δρ/θ).
+COLLINEAR = 2.0 ** -44
+
+
+def residual(q1, q2, c):
+    """(n, s) = (√q1·√q2, √(q1q2 − c²)) without forming q1·q2 (which under- or overflows for
+    variances below 1e-154 or above 1e154): with n = √q1·√q2 and e = n − |c|,
+    s = √e·√(n + |c|); s = 0 where e <= COLLINEAR·n (perfectly correlated to rounding, see
+    :data:`COLLINEAR`; also where a variance is 0)."""
+    q1, q2, c = np.asarray(q1, dtype=float), np.asarray(q2, dtype=float), np.asarray(c, dtype=float)
+    n = np.sqrt(q1) * np.sqrt(q2)
+    ac = np.abs(c)
+    e = n - ac
+    s = np.sqrt(np.maximum(e, 0.0)) * np.sqrt(n + ac)
+    return n, np.where(e > COLLINEAR * n, s, 0.0)
+
+
 def _sqrt_det(q1, q2, c):
-    """sqrt(q1 q2 - c²) >= 0 (exactly 0 for perfectly correlated inputs)."""
-    return np.sqrt(np.maximum(q1 * q2 - c * c, 0.0))
+    """√(q1q2 − c²) >= 0, scale-safe, exactly 0 for perfectly correlated inputs (:func:`residual`)."""
+    return residual(q1, q2, c)[1]
 
 
 def arccos_angle(q1, q2, c):
     """(s, θ) = (√(q1q2 - c²), atan2(s, c)): the geometry the arc-cosine kernels share (an
-    evaluator computing J1 and J0 of the same pair passes it to both, see ``angles``)."""
+    evaluator computing J1 and J0 of the same pair passes it to both, see ``angles``).  s is
+    computed scale-safely and is exactly 0 for a perfectly correlated pair (:func:`residual`)."""
     s = _sqrt_det(q1, q2, c)
     return s, np.arctan2(s, c)
+
+
+def input_residual(g1, g2, g, a, beta):
+    """s = √(q1q2 − c²) of the pre-activations h = √a·Uξ + b of an input layer (q = a G_ii + β,
+    c = a G_ij + β, G the Gram matrix), from the Gram structure rather than from (q1, q2, c):
+
+      q1q2 − c² = a² (G11 G22 − G12²) + aβ (G11 + G22 − 2 G12)
+                = a² s_G² + β [(√(aG11) − √(aG22))² + 2a (√G11√G22 − G12)],
+
+    every term >= 0, with s_G = :func:`residual` (G11, G22, G12) (0 for collinear inputs) and
+    √G11√G22 − G12 = s_G²/(√G11√G22 + G12) when G12 > 0.  From (q1, q2, c), rounded to ε, the
+    bias part of a pair of collinear inputs of different norms (ξ, 3ξ) is lost when q ≫ β:
+    1 − ρ ≈ 2β/(9q) drowns in the rounding of q1q2 (an erf NTK 1.5e-2 off at inputs ~1e10)."""
+    g1, g2, g = (np.asarray(x, dtype=float) for x in (g1, g2, g))
+    n, sg = residual(g1, g2, g)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(g > 0, sg * (sg / np.where(n + g > 0, n + g, 1.0)), n - g)
+    t = np.hypot(np.sqrt(a * g1) - np.sqrt(a * g2), np.sqrt(2 * a * np.maximum(m, 0.0)))
+    return np.hypot(a * sg, math.sqrt(beta) * t)
 
 
 def arccos_1(q1, q2, c, angle=None):
@@ -522,7 +565,8 @@ def _rule_abstep(p1, p2, q1, q2, c, angles=None):
 
 def _relu_step(q1, q2, c):
     """E[relu(u) 1(v > 0)] = √q1 (1 + ρ) / (2√(2π)); 0 where q2 = 0 (step(0) = 0)."""
-    rho = np.where(q1 * q2 > 0, c / np.sqrt(np.where(q1 * q2 > 0, q1 * q2, 1.0)), 0.0)
+    n = np.sqrt(q1) * np.sqrt(q2)  # (not √(q1q2): scale-safe)
+    rho = np.where(n > 0, c / np.where(n > 0, n, 1.0), 0.0)
     return np.where(q2 > 0, np.sqrt(q1) * (1 + rho) / (2 * SQRT2PI), 0.0)
 
 
@@ -533,20 +577,43 @@ def _rule_abrelu_abstep(p1, p2, q1, q2, c):
             - a1 * b2 * _relu_step(q1, q2, -c) - a1 * a2 * _relu_step(q1, q2, c))
 
 
-def _rule_erf(p1, p2, q1, q2, c):
-    return (2 / np.pi) * np.arcsin(2 * c / np.sqrt((1 + 2 * q1) * (1 + 2 * q2)))
+def _rule_erf(p1, p2, q1, q2, c, s=None):
+    """(2/π) arcsin(2c/√((1+2q1)(1+2q2))) = (2/π) atan2(2c, √(1 + 2q1 + 2q2 + 4(q1q2 − c²))), as
+    (2/π) atan2(2c, hypot(√(1 + 2q1 + 2q2), 2s)) with s = √(q1q2 − c²) from :func:`residual`:
+    no product of variances (scale-safe) and no arcsin near ±1 (stable).  ``s``: √(q1q2 − c²)
+    if the caller knows it more accurately (:func:`input_residual`)."""
+    s = _sqrt_det(q1, q2, c) if s is None else s
+    return (2 / np.pi) * np.arctan2(2 * c, np.hypot(np.sqrt(1 + 2 * (q1 + q2)), 2 * s))
 
 
-def _rule_gauss(p1, p2, q1, q2, c):
+def _gauss_sqrt_det(b1, b2, q1, q2, c, s=None):
+    """√det, det = (1 − 2b1q1)(1 − 2b2q2) − 4b1b2c², without a product of variances:
+    det = (1 − 2b1q1 − 2b2q2) + 4b1b2(q1q2 − c²) = lin + 4b1b2 s² → hypot(√lin, 2√(b1b2)·s) when
+    b1b2 > 0 and lin >= 0 (erf's derivative: b = −1); hypot(√P1·√P2, 2√(−b1b2)|c|) with
+    P = 1 − 2bq when b1b2 <= 0 and P1, P2 >= 0; else (a diverging expectation) det itself."""
+    q1, q2, c = np.asarray(q1, dtype=float), np.asarray(q2, dtype=float), np.asarray(c, dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        P1, P2 = 1 - 2 * b1 * q1, 1 - 2 * b2 * q2
+        raw = np.sqrt(P1 * P2 - 4 * b1 * b2 * c * c)
+        if b1 * b2 > 0:
+            lin = 1 - (2 * b1 * q1 + 2 * b2 * q2)  # (symmetric in the two sides, bit for bit)
+            s = _sqrt_det(q1, q2, c) if s is None else s
+            return np.where(lin >= 0, np.hypot(np.sqrt(np.maximum(lin, 0.0)), 2 * math.sqrt(b1 * b2) * s), raw)
+        ok = (P1 >= 0) & (P2 >= 0)
+        safe = np.hypot(np.sqrt(np.maximum(P1, 0.0)) * np.sqrt(np.maximum(P2, 0.0)),
+                        2 * math.sqrt(-b1 * b2) * np.abs(c))
+        return np.where(ok, safe, raw)
+
+
+def _rule_gauss(p1, p2, q1, q2, c, s=None):
     (a1, b1), (a2, b2) = p1, p2
-    det = (1 - 2 * b1 * q1) * (1 - 2 * b2 * q2) - 4 * b1 * b2 * c * c
-    return a1 * a2 / np.sqrt(det)
+    return a1 * a2 / _gauss_sqrt_det(b1, b2, q1, q2, c, s)
 
 
-def _rule_xgauss(p1, p2, q1, q2, c):
+def _rule_xgauss(p1, p2, q1, q2, c, s=None):
     (a1, b1), (a2, b2) = p1, p2
-    det = (1 - 2 * b1 * q1) * (1 - 2 * b2 * q2) - 4 * b1 * b2 * c * c
-    return a1 * a2 * c / det ** 1.5
+    sd = _gauss_sqrt_det(b1, b2, q1, q2, c, s)
+    return a1 * a2 * (c / sd) / sd / sd  # c / det^1.5, in an order that stays representable
 
 
 def _rule_sin(p1, p2, q1, q2, c):
@@ -560,23 +627,30 @@ def _rule_exp(p1, p2, q1, q2, c):
     return np.exp((q1 + q2) / 2 + c)
 
 
-def _gelu_common(q1, q2, c):
-    pp1 = (q1 + 1) * (q2 + 1)
-    delta2 = pp1 - c * c
-    delta = np.sqrt(delta2)
-    angle = np.arctan2(c, delta)
-    return pp1, delta2, delta, angle
+def _gelu_common(q1, q2, c, s=None):
+    """P1 = q1 + 1, P2 = q2 + 1, δ = √(P1P2 − c²) = hypot(√(1 + q1 + q2), s) (since
+    P1P2 − c² = 1 + q1 + q2 + q1q2 − c², s from :func:`residual`) and atan2(c, δ): no product of
+    variances, so that the rules hold from variances 1e-300 to 1e300."""
+    P1, P2 = q1 + 1, q2 + 1
+    delta = np.hypot(np.sqrt(1 + (q1 + q2)), _sqrt_det(q1, q2, c) if s is None else s)
+    return P1, P2, delta, np.arctan2(c, delta)
 
 
-def _rule_gelu(p1, p2, q1, q2, c):
-    """Tsuchida, Pearce, van der Heide, Roosta, Gallagher (2020), as in neural-tangents."""
-    pp1, delta2, delta, angle = _gelu_common(q1, q2, c)
-    return c / 4 + ((c * c + q1 * q2 * delta2) / (pp1 * delta) + c * angle) / (2 * np.pi)
+def _rule_gelu(p1, p2, q1, q2, c, s=None):
+    """Tsuchida, Pearce, van der Heide, Roosta, Gallagher (2020), as in neural-tangents:
+    c/4 + ((c² + q1q2δ²)/(P1P2δ) + c·atan2(c, δ))/(2π), written as
+    c/4 + (w²/δ + (q1/P1)(q2/P2)δ + c·atan2(c, δ))/(2π) with w = c/(√P1√P2)."""
+    P1, P2, delta, angle = _gelu_common(q1, q2, c, s)
+    w = c / (np.sqrt(P1) * np.sqrt(P2))
+    return c / 4 + (w * w / delta + (q1 / P1) * (q2 / P2) * delta + c * angle) / (2 * np.pi)
 
 
-def _rule_dgelu(p1, p2, q1, q2, c):
-    pp1, delta2, delta, angle = _gelu_common(q1, q2, c)
-    return 0.25 + angle / (2 * np.pi) + c / delta / (2 * np.pi) * (1 / delta2 + (1 - q1 * q2) / pp1 + 1)
+def _rule_dgelu(p1, p2, q1, q2, c, s=None):
+    """1/4 + atan2(c, δ)/(2π) + c/δ/(2π)·(1/δ² + (1 − q1q2)/(P1P2) + 1), where
+    (1 − q1q2)/(P1P2) + 1 = (P1 + P2)/(P1P2) = 1/P1 + 1/P2 (exact; no product of variances)."""
+    P1, P2, delta, angle = _gelu_common(q1, q2, c, s)
+    inv = 1 / delta
+    return 0.25 + angle / (2 * np.pi) + (c * inv) / (2 * np.pi) * (inv * inv + 1 / P1 + 1 / P2)
 
 
 def _rule_power(p1, p2, q1, q2, c):
@@ -617,11 +691,16 @@ def _pair_lookup(table: dict, phi: Nonlinearity, psi: Nonlinearity) -> Callable 
     arguments swapped, or None."""
     rule = table.get((phi.name, psi.name))
     if rule is not None:
-        return lambda q1, q2, c: rule(phi.params, psi.params, q1, q2, c)
+        return lambda q1, q2, c, **s: rule(phi.params, psi.params, q1, q2, c, **s)
     rule = table.get((psi.name, phi.name))
     if rule is not None:
-        return lambda q1, q2, c: rule(psi.params, phi.params, q2, q1, c)
+        return lambda q1, q2, c, **s: rule(psi.params, phi.params, q2, q1, c, **s)
     return None
+
+
+#: pair rules that accept ``s`` = √(q1q2 − c²) computed by the caller (symmetric in the sides)
+TAKES_RESIDUAL = {("erf", "erf"), ("gauss", "gauss"), ("xgauss", "xgauss"), ("gelu", "gelu"),
+                  ("dgelu", "dgelu")}
 
 
 def pair_rule(phi: Nonlinearity, psi: Nonlinearity) -> Callable | None:

@@ -8,6 +8,7 @@ import numpy as np
 from numba import prange
 
 from .._numba_cache import njit  # numba.njit, with cache=True kept out of the package directory
+from ..nonlin import COLLINEAR
 from .fused import (_A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9, _A10, _DOWN, _HI0, _HI1, _LO0, _LO1,
                     _PI_HI, _PI_LO, _PIO2_HI, _PIO2_LO, _UP, INV_TWO_PI, PI)
 
@@ -55,6 +56,64 @@ def asin_fast(x):
     r = atan2_pos(ax, math.sqrt((1.0 - ax) * (1.0 + ax)))
     return -r if x < 0.0 else r
 
+@njit(inline="always", error_model="numpy")
+def residual_r(ri, rj, c):
+    """s = √(q q' − C²) from the roots ri = √q, rj = √q' without forming q q' (scale-safe), 0
+    when |ρ| is 1 to rounding: the element form of :func:`tpkernel.nonlin.residual`."""
+    n = ri * rj
+    ac = abs(c)
+    e = n - ac
+    return math.sqrt(e) * math.sqrt(n + ac) if e > COLLINEAR * n else 0.0
+
+
+@njit(inline="always", error_model="numpy")
+def residual(qi, qj, c):
+    return residual_r(math.sqrt(qi), math.sqrt(qj), c)
+
+
+@njit(inline="always", error_model="numpy")
+def hyp(x, y):
+    """hypot(x, y) without a libm call (which would keep loops from vectorising):
+    m·√(1 + (min/max)²), m = max(|x|, |y|); ~1 ulp."""
+    x = abs(x)
+    y = abs(y)
+    m = max(x, y)
+    r = min(x, y) / m if m > 0.0 else 0.0
+    return m * math.sqrt(1.0 + r * r)
+
+
+@njit(inline="always", error_model="numpy")
+def input_s(gi, gj, g, a, beta):
+    """√(q q' − C²) of an input layer's pre-activations from the Gram structure (gi, gj, g:
+    ⟨ξ, ξ⟩, ⟨ξ', ξ'⟩, ⟨ξ, ξ'⟩; C = a g + β): the element form of
+    :func:`tpkernel.nonlin.input_residual`."""
+    n = math.sqrt(gi) * math.sqrt(gj)
+    sg = residual(gi, gj, g)
+    den = n + g
+    m = sg * (sg / den) if (g > 0.0) & (den > 0.0) else n - g
+    t = hyp(math.sqrt(a * gi) - math.sqrt(a * gj), math.sqrt(2 * a * max(m, 0.0)))
+    return hyp(a * sg, math.sqrt(beta) * t)
+
+
+@njit(inline="always", error_model="numpy")
+def erf_parts(qi, qj, c, gb, ntk, s_in=-1.0):
+    """(E[erf erf'], √det of the derivative kernel gauss(·, gb)): (2/π) atan2(2C, hypot(√(1 + 2q
+    + 2q'), 2s)) and hypot(√(1 − 2gb(q + q')), 2|gb| s), s from :func:`residual` (no product of
+    variances; the arcsin as an atan2, stable near ±1)."""
+    s = residual(qi, qj, c) if s_in < 0.0 else s_in
+    kn = (2 / PI) * atan2_signed(2 * c, hyp(math.sqrt(1 + 2 * (qi + qj)), 2 * s))
+    sd = 1.0
+    if ntk:
+        sd = hyp(math.sqrt(1 - 2 * gb * (qi + qj)), 2 * abs(gb) * s)
+    return kn, sd
+
+
+@njit(inline="always", error_model="numpy")
+def atan2_signed(y, x):
+    """atan2(y, x) for x >= 0 (in [−π/2, π/2]) by the vectorisable :func:`atan2_pos`."""
+    r = atan2_pos(abs(y), x)
+    return r if y >= 0.0 else -r
+
 @njit(parallel=True, **_jit)
 def _vec_atan2(s, c, out):
     for i in prange(s.shape[0]):
@@ -70,12 +129,23 @@ def _vec_asin(x, out):
 # of numba's negative-index wraparound), and loop-invariant flags are unswitched.
 
 @njit(**_jit)
-def _row_arccos(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, cpos, cneg, alpha2):
-    for j in range(Ki.shape[0]):
+def _row_arccos(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, cpos, cneg, alpha2, gi, g2):
+    if first:  # (two loops: the first layer's residual from the Gram structure, the others')
+        for j in range(Ki.shape[0]):
+            _el_row_arccos(Ki, Ti, j, qi, q2[j], a, beta, lam, mu, True, ntk, cpos, cneg, alpha2,
+                           input_s(gi, g2[j], Ki[j] * 1.0, a, beta))
+    else:
+        ri = math.sqrt(qi)
+        for j in range(Ki.shape[0]):
+            _el_row_arccos(Ki, Ti, j, qi, q2[j], a, beta, lam, mu, False, ntk, cpos, cneg, alpha2,
+                           residual_r(ri, math.sqrt(q2[j]), a * (Ki[j] * 1.0) + beta))
+
+
+@njit(inline="always", error_model="numpy")
+def _el_row_arccos(Ki, Ti, j, qi, qj, a, beta, lam, mu, first, ntk, cpos, cneg, alpha2, s):
+    if True:
         k = Ki[j] * 1.0
         c = a * k + beta
-        qj = q2[j]
-        s = math.sqrt(max(qi * qj - c * c, 0.0))
         th = atan2_pos(s, c)
         kn = cpos * ((s + (PI - th) * c) * INV_TWO_PI)  # (a product, not a division: 1 ulp)
         thm = 0.0
@@ -95,7 +165,7 @@ def _row_arccos(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, cpos, cneg, alpha2
             Ti[j] = t * kd
 
 @njit(parallel=True, **_jit)
-def _layer_arccos(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, pa, pb, alpha2):
+def _layer_arccos(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, pa, pb, alpha2, g1, g2):
     """One abrelu(pa, pb) layer (relu, leaky, abs): K <- α² E[φφ'], T <- Horner update.
 
     E[φ(u)φ(v)] = (pb² + pa²) J1(C) − 2 pa pb J1(−C) and E[φ'φ'] = (pb² + pa²) J0(C) +
@@ -113,25 +183,35 @@ def _layer_arccos(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, pa, pb, alpha
                 continue
             j0 = i if sym else 0
             _row_arccos(K[i, j0:], T[i, j0:] if ntk else T[0, :0], q1[i], q2[j0:], a, beta, lam, mu,
-                        first, ntk, cpos, cneg, alpha2)
+                        first, ntk, cpos, cneg, alpha2, g1[i], g2[j0:])
 
 @njit(**_jit)
-def _row_erf(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, g2, gb, b4, alpha2):
-    for j in range(Ki.shape[0]):
+def _row_erf(Ki, Ti, qi, q2, a, beta, lam, mu, first, ntk, g2, gb, b4, alpha2, gi, gr2):
+    if first:
+        for j in range(Ki.shape[0]):
+            _el_row_erf(Ki, Ti, j, qi, q2[j], a, beta, lam, mu, True, ntk, g2, gb, alpha2,
+                        input_s(gi, gr2[j], Ki[j] * 1.0, a, beta))
+    else:
+        for j in range(Ki.shape[0]):
+            _el_row_erf(Ki, Ti, j, qi, q2[j], a, beta, lam, mu, False, ntk, g2, gb, alpha2, -1.0)
+
+
+@njit(inline="always", error_model="numpy")
+def _el_row_erf(Ki, Ti, j, qi, qj, a, beta, lam, mu, first, ntk, g2, gb, alpha2, s_in):
+    if True:
         k = Ki[j] * 1.0
         c = a * k + beta
-        qj = q2[j]
-        Ki[j] = alpha2 * ((2 / PI) * asin_fast(2 * c / math.sqrt((1 + 2 * qi) * (1 + 2 * qj))))
+        kn, sd = erf_parts(qi, qj, c, gb, ntk, s_in)
+        Ki[j] = alpha2 * kn
         if ntk:
-            det = (1 - 2 * gb * qi) * (1 - 2 * gb * qj) - b4 * c * c
-            kd = alpha2 * (g2 / math.sqrt(det))
+            kd = alpha2 * (g2 / sd)
             t = lam * k + mu
             if not first:
                 t = a * Ti[j] + t
             Ti[j] = t * kd
 
 @njit(parallel=True, **_jit)
-def _layer_erf(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, ga, gb, alpha2):
+def _layer_erf(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, ga, gb, alpha2, g1, g2):
     """One erf layer: E[erf erf'] = (2/π) asin(2C/√((1+2q)(1+2q'))), and the derivative
     kernel gauss(ga, gb) (ga = 2/√π, gb = -1): ga² / √((1−2gb q)(1−2gb q') − 4gb² C²)."""
     n1, n2 = K.shape
@@ -143,7 +223,7 @@ def _layer_erf(K, T, q1, q2, a, beta, lam, mu, first, ntk, sym, ga, gb, alpha2):
                 continue
             j0 = i if sym else 0
             _row_erf(K[i, j0:], T[i, j0:] if ntk else T[0, :0], q1[i], q2[j0:], a, beta, lam, mu,
-                     first, ntk, ga * ga, gb, 4 * gb * gb, alpha2)
+                     first, ntk, ga * ga, gb, 4 * gb * gb, alpha2, g1[i], g2[j0:])
 
 @njit(inline="always", error_model="numpy")
 def _qfun(code, e):
@@ -186,13 +266,16 @@ def _quad_layer(K, q1, q2, a, beta, sym, code, ntk, t, w, wc, f1, d1, KN, KC, DN
             for j in range(j0, n2):
                 c = a * (K[i, j] * 1.0) + beta
                 qj = q2[j]
-                qq = math.sqrt(qi * qj)
+                qq = math.sqrt(qi) * math.sqrt(qj)  # (not √(q q'): scale-safe)
                 rho = c / qq if qq > 0.0 else 0.0
                 rho = min(1.0, max(-1.0, rho))
                 s2q = math.sqrt(qj)
                 aa = s2q * rho
                 bb = s2q * math.sqrt(1 - rho * rho)
-                big = kap * (abs(aa) + bb) * abs(t0) > 600.0
+                span = (abs(aa) + bb) * abs(t0)
+                # exp(-κv) could overflow, or (tanh) v is small everywhere, where (1 - e)/(1 + e)
+                # loses the relative precision of tanh(v) ≈ v (kernels ~q then): evaluate directly
+                big = kap * span > 600.0 or (code == 0 and span < 1.0)
                 rr = math.exp(-kap * bb * h)
                 for kk in range(m):
                     e[kk] = math.exp(-kap * (aa * t[kk] + bb * t0))
@@ -203,7 +286,7 @@ def _quad_layer(K, q1, q2, a, beta, sym, code, ntk, t, w, wc, f1, d1, KN, KC, DN
                 for ll in range(m):
                     wl = w[ll]
                     wcl = wc[ll]
-                    if big:  # exp(-κv) could overflow: evaluate directly
+                    if big:
                         for kk in range(m):
                             v = aa * t[kk] + bb * t[ll]
                             if code == 0:
@@ -325,9 +408,9 @@ def _mirror(A):
 # 2 = identity.
 
 @njit(inline="always", error_model="numpy")
-def _el_arccos(k, qi, qj, a, beta, cpos, cneg, ntk):
+def _el_arccos(k, qi, qj, a, beta, cpos, cneg, ntk, s_in=-1.0):
     c = a * k + beta
-    s = math.sqrt(max(qi * qj - c * c, 0.0))
+    s = residual(qi, qj, c) if s_in < 0.0 else s_in
     th = atan2_pos(s, c)
     kn = cpos * ((s + (PI - th) * c) * INV_TWO_PI)
     thm = 0.0
@@ -344,42 +427,55 @@ def _el_arccos(k, qi, qj, a, beta, cpos, cneg, ntk):
 
 
 @njit(inline="always", error_model="numpy")
-def _el_erf(k, qi, qj, a, beta, g2, gb, b4, ntk):
+def _el_erf(k, qi, qj, a, beta, g2, gb, b4, ntk, s_in=-1.0):
     c = a * k + beta
-    kn = (2 / PI) * asin_fast(2 * c / math.sqrt((1 + 2 * qi) * (1 + 2 * qj)))
+    kn, sd = erf_parts(qi, qj, c, gb, ntk, s_in)
     kd = 0.0
     if ntk:
-        det = (1 - 2 * gb * qi) * (1 - 2 * gb * qj) - b4 * c * c
-        kd = g2 / math.sqrt(det)
+        kd = g2 / sd
     return kn, kd
 
 
 @njit(**_jit)
-def _row_layer(Ki, Ti, qi, q2, a, beta, lam, mu, p1, p2, al2, kind, first, ntk):
+def _row_layer(Ki, Ti, qi, q2, a, beta, lam, mu, p1, p2, al2, kind, first, ntk, gi, gr2):
+    """One layer on a row slice; on the first layer (``first``) the residual √(q q' − C²) comes
+    from the Gram structure (gi = ⟨ξ_i, ξ_i⟩, gr2 = ⟨ξ'_j, ξ'_j⟩: :func:`input_s`)."""
     if kind == 0:
         cpos = p2 * p2 + p1 * p1
         cneg = p1 * p2 + p2 * p1
-        for j in range(Ki.shape[0]):
-            k = Ki[j] * 1.0
-            kn, kd = _el_arccos(k, qi, q2[j], a, beta, cpos, cneg, ntk)
-            Ki[j] = al2 * kn
-            if ntk:
-                t = lam * k + mu
-                if not first:
-                    t = a * Ti[j] + t
-                Ti[j] = t * (al2 * kd)
+        if first:  # (two loops: the first layer's residual from the Gram structure, the others')
+            for j in range(Ki.shape[0]):
+                k = Ki[j] * 1.0
+                kn, kd = _el_arccos(k, qi, q2[j], a, beta, cpos, cneg, ntk, input_s(gi, gr2[j], k, a, beta))
+                Ki[j] = al2 * kn
+                if ntk:
+                    Ti[j] = (lam * k + mu) * (al2 * kd)
+        else:
+            ri = math.sqrt(qi)
+            for j in range(Ki.shape[0]):
+                k = Ki[j] * 1.0
+                kn, kd = _el_arccos(k, qi, q2[j], a, beta, cpos, cneg, ntk,
+                                    residual_r(ri, math.sqrt(q2[j]), a * k + beta))
+                Ki[j] = al2 * kn
+                if ntk:
+                    Ti[j] = (a * Ti[j] + (lam * k + mu)) * (al2 * kd)
     elif kind == 1:
         g2 = p1 * p1
         b4 = 4 * p2 * p2
-        for j in range(Ki.shape[0]):
-            k = Ki[j] * 1.0
-            kn, kd = _el_erf(k, qi, q2[j], a, beta, g2, p2, b4, ntk)
-            Ki[j] = al2 * kn
-            if ntk:
-                t = lam * k + mu
-                if not first:
-                    t = a * Ti[j] + t
-                Ti[j] = t * (al2 * kd)
+        if first:
+            for j in range(Ki.shape[0]):
+                k = Ki[j] * 1.0
+                kn, kd = _el_erf(k, qi, q2[j], a, beta, g2, p2, b4, ntk, input_s(gi, gr2[j], k, a, beta))
+                Ki[j] = al2 * kn
+                if ntk:
+                    Ti[j] = (lam * k + mu) * (al2 * kd)
+        else:
+            for j in range(Ki.shape[0]):
+                k = Ki[j] * 1.0
+                kn, kd = _el_erf(k, qi, q2[j], a, beta, g2, p2, b4, ntk, -1.0)
+                Ki[j] = al2 * kn
+                if ntk:
+                    Ti[j] = (a * Ti[j] + (lam * k + mu)) * (al2 * kd)
     else:
         for j in range(Ki.shape[0]):
             k = Ki[j] * 1.0
@@ -414,7 +510,7 @@ def _diag_chain(kdiag, P, Q, ntk):
 
 
 @njit(parallel=True, **_jit)
-def _chain(K, T, Q1, Q2, P, ntk, sym, v_var, o_var, v_ntk, o_ntk, rowcheck):
+def _chain(K, T, Q1, Q2, P, ntk, sym, v_var, o_var, v_ntk, o_ntk, rowcheck, G1, G2):
     """Every layer of a chain and the readout, row by row (upper triangle when ``sym``);
     ``rowcheck[i]`` is NaN when row i has a non-finite entry (Σ 0·x, a vectorised test)."""
     n1, n2 = K.shape
@@ -430,7 +526,7 @@ def _chain(K, T, Q1, Q2, P, ntk, sym, v_var, o_var, v_ntk, o_ntk, rowcheck):
             Ti = T[i, j0:] if ntk else T[0, :0]
             for l in range(L):
                 _row_layer(Ki, Ti, Q1[l, i], Q2[l, j0:], P[l, 0], P[l, 1], P[l, 2], P[l, 3], P[l, 4],
-                           P[l, 5], P[l, 6], int(P[l, 7]), l == 0, ntk)
+                           P[l, 5], P[l, 6], int(P[l, 7]), l == 0, ntk, G1[i], G2[j0:])
             z = 0.0
             for j in range(Ki.shape[0]):
                 k = Ki[j] * 1.0

@@ -64,8 +64,9 @@ import numpy as np
 from ..checks import check_kernel
 from ..errors import NumericalError
 from ..ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout
-from ..nonlin import REGISTRY, Nonlinearity, pair_rule
+from ..nonlin import REGISTRY, TAKES_RESIDUAL, Nonlinearity, input_residual, pair_rule
 from . import gaussian
+from .scales import check_norms, check_variance
 
 #: numba is optional: without it the NumPy band path below runs.  It is imported only when a
 #: chain is evaluated (:func:`_jit`), never by ``import tpkernel``.
@@ -96,6 +97,7 @@ class Layer:
     lam: float  # lr_W c_W² σ_W²
     mu: float  # Σ lr_b c_b² σ_b²
     name: str | None = None  # the Nonlin node (errors name the expectation E[name·name])
+    node: str = ""  # the pre-activation h_l (named by overflow errors)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class Chain:
     v_ntk: float  # lr_v σ_v²
     o_var: float  # σ_o²
     o_ntk: float  # lr_o σ_o²
+    readout: str = ""
 
 
 def _masked(node) -> bool:
@@ -184,7 +187,7 @@ def chain_of(program: Program, readout: Readout) -> Chain | None:
                 return None
             nxt = None
         a = cw * cw * W.std ** 2
-        layers.append(Layer(phi, alpha, a, beta, W.lr * a, mu, node.name if phi is not None else None))
+        layers.append(Layer(phi, alpha, a, beta, W.lr * a, mu, node.name if phi is not None else None, g))
         if nxt is None:
             break
         x = nxt
@@ -194,7 +197,8 @@ def chain_of(program: Program, readout: Readout) -> Chain | None:
     std_v, lr_v = readout_scale(p, readout)
     o_var = readout.b_std ** 2 if readout.b_std is not None else 0.0
     o_ntk = readout.b_lr * o_var
-    return Chain(datas[0].name, tuple(reversed(layers)), std_v ** 2, lr_v * std_v ** 2, o_var, o_ntk)
+    return Chain(datas[0].name, tuple(reversed(layers)), std_v ** 2, lr_v * std_v ** 2, o_var, o_ntk,
+                 readout.name)
 
 
 # ---------------------------------------------------------------------------------
@@ -349,6 +353,13 @@ class _Rules:
             self.code = QUAD_FAMILIES[phi.name]
 
 
+def _residual_kwargs(phi: Nonlinearity, s, c) -> dict:
+    """How a pair rule of φ with itself takes a known residual s = √(q q' − C²)."""
+    if phi.name in ("abrelu", "abstep"):
+        return {"angles": lambda sign: (s, np.arctan2(s, sign * c))}
+    return {"s": s} if (phi.name, phi.name) in TAKES_RESIDUAL else {}
+
+
 class _Run:
     """One fused evaluation: the arrays K, T and the per-example variances."""
 
@@ -396,10 +407,12 @@ class _Run:
         ntk, sym = self.ntk, self.sym
         if rules.kind == "arccos":
             pa, pb = rules.phi.params
-            _jit()._layer_arccos(K, T, q1, q2, L.a, L.beta, L.lam, L.mu, first, ntk, sym, pa, pb, rules.alpha2)
+            _jit()._layer_arccos(K, T, q1, q2, L.a, L.beta, L.lam, L.mu, first, ntk, sym, pa, pb, rules.alpha2,
+                                 self.g1, self.g2)
         elif rules.kind == "erf":
             ga, gb = rules.dphi.params if ntk else (1.0, -1.0)
-            _jit()._layer_erf(K, T, q1, q2, L.a, L.beta, L.lam, L.mu, first, ntk, sym, ga, gb, rules.alpha2)
+            _jit()._layer_erf(K, T, q1, q2, L.a, L.beta, L.lam, L.mu, first, ntk, sym, ga, gb, rules.alpha2,
+                              self.g1, self.g2)
         elif rules.kind == "quadfused" and self.s.quad_rule == "trapezoid":
             self._quad_fused(K, T, q1, q2, L, rules, first, what)
         elif rules.kind in ("quad", "quadfused"):
@@ -430,9 +443,13 @@ class _Run:
             if rules.kind == "identity":
                 kn = c
             else:
-                kn = rules.k(qa, qb, c)
+                extra = {}
+                if first:  # the first layer's √(q q' − C²) from the Gram structure (input_residual)
+                    s = input_residual(self.g1[i0:i1, None], self.g2[None, j0:], k, L.a, L.beta)
+                    extra = _residual_kwargs(rules.phi, s, c)
+                kn = rules.k(qa, qb, c, **extra)
                 if ntk:
-                    kd = rules.kd(qa, qb, c)
+                    kd = rules.kd(qa, qb, c, **(_residual_kwargs(rules.dphi, s, c) if first else {}))
                 if al2 != 1.0:
                     kn = al2 * kn
                     kd = al2 * kd
@@ -591,8 +608,9 @@ def _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk: bool, 
     n1, n2 = K.shape
     if symmetric:
         Q1 = np.empty((len(layers), n1))
-        J._diag_chain(np.diagonal(K).copy(), P, Q1, ntk)
-        Q2 = Q1
+        kd1 = np.diagonal(K).copy()
+        J._diag_chain(kd1, P, Q1, ntk)
+        Q2, kd2 = Q1, kd1
     else:  # per-example variances as the general evaluator computes them (registry rules)
         Q1, Q2 = np.empty((len(layers), n1)), np.empty((len(layers), n2))
         for l, (L, R) in enumerate(zip(layers, rules)):
@@ -600,8 +618,16 @@ def _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk: bool, 
             Q2[l] = L.a * kd2 + L.beta
             kd1 = run.diag_layer(R, Q1[l], L.name or f"φ{l + 1}")
             kd2 = run.diag_layer(R, Q2[l], L.name or f"φ{l + 1}")
+    # a kernel that leaves float64 (or the float32 storage) is refused at the layer it happens
+    # (the off-diagonal entries are bounded by the diagonal ones: |K_ij| <= √(K_ii K_jj))
+    for l, L in enumerate(layers):
+        check_variance(Q1[l], L.node, K.dtype)
+        check_variance(Q2[l], L.node, K.dtype)
+    for kd in (kd1, kd2):
+        check_variance(chain.v_var * kd + chain.o_var, chain.readout, K.dtype, "NNGP")
     rowcheck = np.empty(n1)
-    J._chain(K, T, Q1, Q2, P, ntk, symmetric, chain.v_var, chain.o_var, chain.v_ntk, chain.o_ntk, rowcheck)
+    J._chain(K, T, Q1, Q2, P, ntk, symmetric, chain.v_var, chain.o_var, chain.v_ntk, chain.o_ntk, rowcheck,
+             run.g1, run.g2)
     if symmetric:
         J._mirror(K)
         if ntk:
@@ -636,17 +662,23 @@ def _fused_kernels_in(chain: Chain, program: Program, sides, symmetric: bool, se
         xb32 = xa32 if symmetric else xb.astype(np.float32)
         K = xa32 @ xb32.T
     else:
-        K = xa @ xb.T  # a symmetric rank-d update (syrk) when xb is xa
+        with np.errstate(over="ignore"):  # (an overflowing |ξ|² is refused just below)
+            K = xa @ xb.T  # a symmetric rank-d update (syrk) when xb is xa
     T = np.empty_like(K) if ntk else np.empty((1, 1), dtype=K.dtype)
     if symmetric:
         kd1 = kd2 = None
+        check_norms(np.diagonal(K), d, chain.data, dtype=dt)
+        run.g1 = run.g2 = np.diagonal(K).astype(float)  # ⟨ξ, ξ⟩ for the first layer's residual
     else:
         kd1 = np.einsum("id,id->i", xa, xa)
         kd2 = np.einsum("id,id->i", xb, xb)
+        check_norms(kd1, d, chain.data, "x1", dt)
+        check_norms(kd2, d, chain.data, "x2", dt)
+        run.g1, run.g2 = kd1, kd2
     # K holds ⟨ξ, ξ'⟩ (not yet divided by d): the first layer's coefficients take the 1/d
     layers = list(chain.layers)
     f = layers[0]
-    layers[0] = Layer(f.phi, f.alpha, f.a / d, f.beta, f.lam / d, f.mu, f.name)
+    layers[0] = Layer(f.phi, f.alpha, f.a / d, f.beta, f.lam / d, f.mu, f.name, f.node)
     if numba_ok and all(R.kind in _ROW_KINDS for R in rules):
         return _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk, symmetric)
     for l, (L, R) in enumerate(zip(layers, rules)):
@@ -658,6 +690,8 @@ def _fused_kernels_in(chain: Chain, program: Program, sides, symmetric: bool, se
             q2 = L.a * kd2 + L.beta
             kd1 = run.diag_layer(R, q1, what)
             kd2 = run.diag_layer(R, q2, what)
+        check_variance(q1, L.node, K.dtype)
+        check_variance(q2, L.node, K.dtype)
         run.layer(K, T, np.ascontiguousarray(q1), np.ascontiguousarray(q2), L, R, l == 0, what)
     if numba_ok:
         bad = _jit()._finish(K, T, chain.v_var, chain.o_var, chain.v_ntk, chain.o_ntk, ntk, symmetric)

@@ -195,7 +195,7 @@ def expect_1d(f: Callable[[Array], Array], q: Array, deg: int, rule: str = "herm
 def correlation(q1: Array, q2: Array, c: Array) -> Array:
     """ρ = c / √(q1 q2), 0 where a variance is 0; rounding beyond |ρ| = 1 is an error
     past 1e-8 and folded back to ±1 below it."""
-    qq = np.sqrt(q1 * q2)
+    qq = np.sqrt(q1) * np.sqrt(q2)  # (not √(q1q2): scale-safe)
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = np.where(qq > 0, c / np.where(qq > 0, qq, 1.0), 0.0)
     if np.any(np.abs(rho) > 1 + 1e-8):

@@ -26,10 +26,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import NumericalError
-from ..ir import Embed, InputLayer, Program, Seed, mask_factor
-from ..nonlin import PAIR_RULES, Nonlinearity, arccos_angle, mean_rule, pair_rule
+from ..ir import Bias, Embed, InputLayer, Program, Seed, mask_factor
+from .scales import check_norms, check_variance
+from ..nonlin import PAIR_RULES, TAKES_RESIDUAL, Nonlinearity, arccos_angle, input_residual, mean_rule, pair_rule
 from . import gaussian
-from .theorem import MasterTheorem
+from .theorem import Linear, MasterTheorem
 
 Ctx = tuple[int, int, bool]
 #: the arc-cosine pair rules, called with the evaluator's memoised angles
@@ -252,18 +253,26 @@ class Expectations(MasterTheorem):
             xa = self.sides[a].data[U.data][:, U.step or 0, :]
             xb = self.sides[b].data[V.data][:, V.step or 0, :]
             d = xa.shape[1]
+            for x, side in ((xa, a), (xb, b)):  # |ξ|² must be finite: see tpkernel.limit.scales
+                check_norms(np.einsum("id,id->i", x, x), d, U.data if side == a else V.data,
+                            "" if self.sym else f"x{side + 1}")
             cache[key] = np.einsum("id,id->i", xa, xb) / d if diag else (xa @ xb.T) / d
         return cache[key]
 
     # -- closed forms, Stein, quadrature -------------------------------------------------
     def pair_value(self, phi, psi, q1, q2, c, pair: tuple, what: str, closed: bool):
         if closed:
+            g, h, ctx = pair
             if phi.name == psi.name and phi.name in ("abrelu", "abstep"):
                 # the relu and step kernels of one pair (forward and backward) share θ
-                g, h, ctx = pair
                 return _ARCCOS[phi.name](phi.params, psi.params, q1, q2, c,
                                          lambda sign: self._angle(g, h, ctx, sign, q1, q2, c))
-            return gaussian.named(pair_rule(phi, psi), what)(q1, q2, c)  # errors name the expectation
+            rule = gaussian.named(pair_rule(phi, psi), what)  # errors name the expectation
+            if (phi.name, psi.name) in TAKES_RESIDUAL:
+                s = self._input_residual(g, h, ctx)
+                if s is not None:
+                    return rule(q1, q2, c, s=s)
+            return rule(q1, q2, c)
         f = phi if phi is not None else (lambda x: x)
         g_ = psi if psi is not None else (lambda x: x)
         kinked = any(fn is not None and not fn.family.smooth for fn in (phi, psi))
@@ -277,6 +286,8 @@ class Expectations(MasterTheorem):
         return self._quadrature(lambda deg: gaussian.expect_1d(phi, q, deg, quad), 1, quad, what)
 
     def check_pair(self, g: str, h: str, q1, q2, c) -> None:
+        check_variance(q1, g)  # a variance beyond float64: the kernel overflows at this node
+        check_variance(q2, h)
         self._check_correlation(g, h, q1, q2, c)
 
     def _check_correlation(self, g: str, h: str, q1, q2, c) -> None:
@@ -286,9 +297,10 @@ class Expectations(MasterTheorem):
         which the rules absorb: the check runs once something was integrated numerically."""
         if not (self.report.quadrature or self.report.monte_carlo or self.report.masks):
             return
-        if np.any(c * c > q1 * q2 * (1 + 2e-8)):
+        n = np.sqrt(q1) * np.sqrt(q2)  # (not √(q1q2): scale-safe)
+        if np.any(np.abs(c) > n * (1 + 1e-8)):
             with np.errstate(divide="ignore", invalid="ignore"):
-                rho = float(np.nanmax(np.abs(c) / np.sqrt(q1 * q2)))
+                rho = float(np.nanmax(np.abs(c) / n))
             worst = self.report.unconverged()[:1]
             cause = "".join(f"; it comes from numerical integrals, the least accurate {self.report.describe(q)} "
                             f"(error estimate {q['error']:.1e})" for q in worst)
@@ -300,8 +312,54 @@ class Expectations(MasterTheorem):
         cache = self._angles
         key = (g, h, ctx, sign)
         if key not in cache:
-            cache[key] = arccos_angle(q1, q2, sign * c)
+            s = self._input_residual(g, h, ctx)
+            cache[key] = arccos_angle(q1, q2, sign * c) if s is None else (s, np.arctan2(s, sign * c))
         return cache[key]
+
+    def _input_residual(self, g: str, h: str, ctx: Ctx):
+        """√(q1q2 − c²) of two pre-activations h = c_U·Uξ + Σ c_b b of one input layer (the same
+        coefficients on both sides) from the Gram structure (:func:`tpkernel.nonlin.input_residual`),
+        memoised; None for any other pair (then the rules use (q1, q2, c))."""
+        cache = self.__dict__.setdefault("_residuals", {})
+        key = (g, h, ctx)
+        if key not in cache:
+            cache[key] = self._input_residual_of(g, h, ctx)
+        return cache[key]
+
+    def _input_residual_of(self, g: str, h: str, ctx: Ctx):
+        if self._mix is not None:
+            return None
+        S = self.structure
+        sides = []
+        for u in (g, h):
+            atoms: dict[str, float] = {}
+            stack = [(u, 1.0)]
+            while stack:
+                x, cx = stack.pop()
+                role, node = S.role[x], self.p[x]
+                if isinstance(role, Linear):
+                    if role.const(node) != 0.0:
+                        return None
+                    stack += [(y, cx * cy) for y, cy in role.terms(node)]
+                elif isinstance(node, (Embed, Bias)):
+                    atoms[x] = atoms.get(x, 0.0) + cx
+                else:
+                    return None
+            embeds = [x for x in atoms if isinstance(self.p[x], Embed)]
+            if len(embeds) != 1:
+                return None
+            e = embeds[0]
+            biases = {x: cx for x, cx in atoms.items() if x != e}
+            sides.append((self.p[e], atoms[e], biases))
+        (U, cu, bu), (V, cv, bv) = sides
+        if U.layer != V.layer or cu != cv or bu != bv:
+            return None
+        a = cu * cu * self.input_var(self.p[U.layer])
+        beta = sum(cb * cb * self.param_var(self.p[b]) for b, cb in bu.items())
+        G = self.gram(U, V, ctx)
+        G1 = self.on_a(self.gram(U, U, self.side(ctx, 0)), ctx)
+        G2 = self.on_b(self.gram(V, V, self.side(ctx, 1)), ctx)
+        return input_residual(G1, G2, G, a, beta)
 
     def _quad2(self, f, g, q1, q2, c, what: str, kinked: bool = False):
         """E[f(u) g(v)]: the polar rule when a kink at 0 is involved, else ``quad_rule``."""
