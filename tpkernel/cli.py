@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 
 import numpy as np
 
@@ -154,7 +155,9 @@ def _load_data(spec: str, program, which: str):
                                         "give one array per file")
                 arr = z[z.files[0]]
         elif p.suffix in (".csv", ".txt"):
-            arr = np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
+            with warnings.catch_warnings():  # an empty file is refused below, with its name
+                warnings.simplefilter("ignore", UserWarning)
+                arr = np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
         else:
             raise TPKernelError(f"{which}: unknown data format {p.suffix!r} (use .npy, .npz, .csv or .txt)")
     except (OSError, ValueError) as err:
