@@ -25,7 +25,7 @@ Every drawing is a ``graphviz.Digraph``: ``.source`` is the DOT text,
 ``preact``, ``readout``, ``propagation``) and a plain-text ``tooltip``; :func:`summary`
 counts them.
 
-The drawer is a table of rules, one method ``_draw_<NodeType>`` per node kind (the
+The drawer is a table of rules (:data:`DRAWING`, one method ``_draw_<NodeType>`` per node kind: the
 dispatch of sympy's printers).  ``docs/drawings.md`` shows the gallery and lists the
 deliberate differences from the paper's figures.
 """
