@@ -205,11 +205,17 @@ def _amp_matmul(amp: _Amplitudes, prog: Program, node: MatMul):
     return None if a is None else amp.factor(prog[node.matrix]) * a
 
 
-def _amp_lincomb(amp: _Amplitudes, prog: Program, node: LinComb):
-    args = list(node.args)
+def _mixtures(amp: _Amplitudes, args) -> list[str] | None:
+    """The masked input layers the arguments are mixtures over (None: an argument has no amplitude)."""
     if any(amp.get(a) is None for a in args):
         return None
-    mix = sorted({amp.mixture[a] for a in args if a in amp.mixture})
+    return sorted({amp.mixture[a] for a in args if a in amp.mixture})
+
+
+def _amp_lincomb(amp: _Amplitudes, prog: Program, node: LinComb):
+    mix = _mixtures(amp, node.args)
+    if mix is None:
+        return None
     if mix:
         amp.mixture[node.name] = mix[0]
     terms = [(a, amp.get(a)) for a, c in zip(node.args, node.coeffs) if c != 0]
@@ -227,9 +233,9 @@ def _amp_lincomb(amp: _Amplitudes, prog: Program, node: LinComb):
 
 def _amp_nonlin(amp: _Amplitudes, prog: Program, node: Nonlin):
     args = list(node.args)
-    if any(amp.get(a) is None for a in args):
+    mix = _mixtures(amp, args)
+    if mix is None:
         return None
-    mix = sorted({amp.mixture[a] for a in args if a in amp.mixture})
     if mix:
         amp.fail(f"{node.name} = {node.fn.label}(…) is a nonlinear function of the masked input layer "
                  f"{mix[0]!r}: a Gaussian scale mixture over the kept inputs, not a scaled Gaussian "
