@@ -513,7 +513,7 @@ def arccos_angle(q1, q2, c):
     return s, np.arctan2(s, c)
 
 
-def input_residual(g1, g2, g, a, beta):
+def input_residual(g1, g2, g, a, beta, sg=None):
     """s = √(q1q2 − c²) of the pre-activations h = √a·Uξ + b of an input layer (q = a G_ii + β,
     c = a G_ij + β, G the Gram matrix), from the Gram structure rather than from (q1, q2, c):
 
@@ -523,13 +523,47 @@ def input_residual(g1, g2, g, a, beta):
     every term >= 0, with s_G = :func:`residual` (G11, G22, G12) (0 for collinear inputs) and
     √G11√G22 − G12 = s_G²/(√G11√G22 + G12) when G12 > 0.  From (q1, q2, c), rounded to ε, the
     bias part of a pair of collinear inputs of different norms (ξ, 3ξ) is lost when q ≫ β:
-    1 − ρ ≈ 2β/(9q) drowns in the rounding of q1q2 (an erf NTK 1.5e-2 off at inputs ~1e10)."""
+    1 − ρ ≈ 2β/(9q) drowns in the rounding of q1q2 (an erf NTK 1.5e-2 off at inputs ~1e10).
+    ``sg``: s_G when the caller carries it (a deeper layer: G the moments of the previous
+    post-activations, s_G from :func:`relu_residual`), else computed from (G11, G22, G12)."""
     g1, g2, g = (np.asarray(x, dtype=float) for x in (g1, g2, g))
-    n, sg = residual(g1, g2, g)
+    n, sg0 = residual(g1, g2, g)
+    sg = sg0 if sg is None else np.asarray(sg, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         m = np.where(g > 0, sg * (sg / np.where(n + g > 0, n + g, 1.0)), n - g)
     t = np.hypot(np.sqrt(a * g1) - np.sqrt(a * g2), np.sqrt(2 * a * np.maximum(m, 0.0)))
     return np.hypot(a * sg, math.sqrt(beta) * t)
+
+
+def _sin_minus_theta_cos(theta):
+    """sin θ − θ cos θ for θ in [0, π], without its cancellation (~θ³/3) at small θ: the series
+    Σ_k (−1)^(k+1) 2k θ^(2k+1)/(2k+1)! below θ = 1/2 (8 terms: ~1e-20 relative), else direct."""
+    theta = np.asarray(theta, dtype=float)
+    t2 = theta * theta
+    series = np.zeros_like(theta)
+    for k in range(8, 0, -1):
+        series = (-1) ** (k + 1) * 2 * k / math.factorial(2 * k + 1) + t2 * series
+    series = series * t2 * theta
+    return np.where(theta < 0.5, series, np.sin(theta) - theta * np.cos(theta))
+
+
+def relu_residual(q1, q2, c, s):
+    """s_K = √(K11K22 − K12²) of the relu post-activations K = E[relu(u) relu(v)] of a pair with
+    variances q1, q2, covariance c and (carried) s = √(q1q2 − c²), from the pre-activations'
+    geometry rather than from the rounded K's: with n = √q1√q2, θ = atan2(s, c), K̄ = √(K11K22) = n/2,
+
+      K̄ − K = (π(n − c) − n(sin θ − θ cos θ))/(2π) >= 0,   n − c = s²/(n + c) for c > 0,
+
+    and s_K = √(K̄ − K)·√(K̄ + K): both terms of K̄ − K are O(θ²) with no cancellation, so s_K
+    keeps the relative accuracy of s (docs/limit.md, "Scales")."""
+    q1, q2, c, s = (np.asarray(x, dtype=float) for x in (q1, q2, c, s))
+    n = np.sqrt(q1) * np.sqrt(q2)
+    theta = np.arctan2(s, c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = np.where(c > 0, s * (s / np.where(n + c > 0, n + c, 1.0)), n - c)
+    lo = np.maximum(np.pi * gap - n * _sin_minus_theta_cos(theta), 0.0) / (2 * np.pi)
+    hi = n / 2 + (s + (np.pi - theta) * c) / (2 * np.pi)
+    return np.sqrt(lo) * np.sqrt(np.maximum(hi, 0.0))
 
 
 def arccos_1(q1, q2, c, angle=None):

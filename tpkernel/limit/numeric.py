@@ -28,7 +28,8 @@ import numpy as np
 from ..errors import NumericalError
 from ..ir import Bias, Embed, InputLayer, Program, Seed, mask_factor
 from .scales import check_norms, check_variance
-from ..nonlin import PAIR_RULES, TAKES_RESIDUAL, Nonlinearity, arccos_angle, input_residual, mean_rule, pair_rule
+from ..nonlin import (PAIR_RULES, TAKES_RESIDUAL, Nonlinearity, arccos_angle, input_residual, mean_rule, pair_rule,
+                      relu_residual, residual)
 from . import gaussian
 from .theorem import Linear, MasterTheorem
 
@@ -152,6 +153,8 @@ def _diagonal(x):
 class Expectations(MasterTheorem):
     """Memoised E[Z^u Z^v] and E[Z^u] over a program, for one or two data sets, as NumPy arrays."""
 
+    residuals = True
+
     def __init__(self, program: Program, sides: Sequence[Side], symmetric: bool,
                  settings: Settings | None = None) -> None:
         super().__init__(program)
@@ -260,16 +263,16 @@ class Expectations(MasterTheorem):
         return cache[key]
 
     # -- closed forms, Stein, quadrature -------------------------------------------------
-    def pair_value(self, phi, psi, q1, q2, c, pair: tuple, what: str, closed: bool):
+    def pair_value(self, phi, psi, q1, q2, c, pair: tuple, what: str, closed: bool, s=None):
+        """``s``: √(q1q2 − c²) carried through the layers (the ``resid`` requests), or None."""
         if closed:
             g, h, ctx = pair
             if phi.name == psi.name and phi.name in ("abrelu", "abstep"):
                 # the relu and step kernels of one pair (forward and backward) share θ
                 return _ARCCOS[phi.name](phi.params, psi.params, q1, q2, c,
-                                         lambda sign: self._angle(g, h, ctx, sign, q1, q2, c))
+                                         lambda sign: self._angle(g, h, ctx, sign, q1, q2, c, s))
             rule = gaussian.named(pair_rule(phi, psi), what)  # errors name the expectation
             if (phi.name, psi.name) in TAKES_RESIDUAL:
-                s = self._input_residual(g, h, ctx)
                 if s is not None:
                     return rule(q1, q2, c, s=s)
             return rule(q1, q2, c)
@@ -307,14 +310,42 @@ class Expectations(MasterTheorem):
             raise NumericalError(f"the covariance of ({g}, {h}) is not positive semi-definite "
                                  f"(|ρ| = {rho:.3g} > 1){cause}")
 
-    def _angle(self, g: str, h: str, ctx: Ctx, sign: int, q1, q2, c):
-        """(s, θ) of the pair (g, h) at covariance sign·c, memoised."""
+    def _angle(self, g: str, h: str, ctx: Ctx, sign: int, q1, q2, c, s=None):
+        """(s, θ) of the pair (g, h) at covariance sign·c, memoised (``s``: carried, or None)."""
         cache = self._angles
         key = (g, h, ctx, sign)
         if key not in cache:
-            s = self._input_residual(g, h, ctx)
             cache[key] = arccos_angle(q1, q2, sign * c) if s is None else (s, np.arctan2(s, sign * c))
         return cache[key]
+
+    # -- s carried through the layers (MasterTheorem._resid_rhs) -----------------------
+    def _rule_resid(self, u: str, v: str, ctx: Ctx):
+        """s(u, v), canonicalised like :meth:`_rule_cov`: the first layer's from the Gram structure
+        (:meth:`_input_residual`), deeper ones by the theorem's structural rules; None (the
+        closed forms then use (q1, q2, c)) on the per-example diagonal and with masked input layers."""
+        a, b, diag = ctx
+        if a > b:
+            return _transpose((yield ("resid", v, u, (b, a, diag))), diag)
+        if a == b and self._order[u] > self._order[v]:
+            return _transpose((yield ("resid", v, u, ctx)), diag)
+        s = self._input_residual(u, v, ctx)
+        if s is not None or diag or self._mix is not None:
+            return s
+        return (yield from self._resid_rhs(u, v, ctx))
+
+    def affine_residual(self, x11, x22, x12, a, beta, sx):
+        return input_residual(x11, x22, x12, a, beta, sg=sx)
+
+    def post_residual(self, phi, psi, q1, q2, c, s):
+        if phi.name == psi.name == "abrelu" and phi.params[0] == psi.params[0] == 0.0:
+            return abs(phi.params[1] * psi.params[1]) * relu_residual(q1, q2, c, s)
+        return None
+
+    def gram_residual(self, U: Embed, V: Embed, ctx: Ctx):
+        G = self.gram(U, V, ctx)
+        G1 = self.on_a(self.gram(U, U, self.side(ctx, 0)), ctx)
+        G2 = self.on_b(self.gram(V, V, self.side(ctx, 1)), ctx)
+        return residual(G1, G2, G)[1]
 
     def _input_residual(self, g: str, h: str, ctx: Ctx):
         """√(q1q2 − c²) of two pre-activations h = c_U·Uξ + Σ c_b b of one input layer (the same

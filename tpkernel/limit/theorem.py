@@ -219,13 +219,16 @@ class MasterTheorem:
 
     zero: Any = 0.0
     one: Any = 1.0
+    #: a back end that carries s = √(E[u²]E[v²] − E[uv]²) through the layers (``("resid", u, v,
+    #: ctx)`` requests, passed to the closed forms as ``s=``) sets this
+    residuals: bool = False
 
     def __init__(self, program: Program) -> None:
         self.p = program
         self.structure = Structure(program)
         self.memo: dict[Hashable, Any] = {}
         self._rules: dict[str, Callable[..., Rule]] = {
-            "cov": self._rule_cov, "rhs": self._rule_rhs, "mean": self._rule_mean}
+            "cov": self._rule_cov, "rhs": self._rule_rhs, "mean": self._rule_mean, "resid": self._rule_resid}
 
     # -- the driver: rules on an explicit stack -------------------------------------
     def get(self, key: Hashable):
@@ -396,7 +399,9 @@ class MasterTheorem:
         self.check_pair(g, h, q1, q2, c)
         if phi is not None and psi is not None:
             if pair_rule(phi, psi) is not None:
-                return self.pair_value(phi, psi, q1, q2, c, (g, h, ctx), f"{u}·{v}", closed=True)
+                s = (yield ("resid", g, h, ctx)) if self.residuals else None
+                kw = {} if s is None else {"s": s}
+                return self.pair_value(phi, psi, q1, q2, c, (g, h, ctx), f"{u}·{v}", closed=True, **kw)
         elif phi is None and psi is None:  # pragma: no cover - atoms are handled earlier
             return c
         # Stein's lemma: E[z ψ(v)] = Cov(z, v) E[ψ'(v)]
@@ -405,6 +410,100 @@ class MasterTheorem:
         if psi is None and phi.family.deriv is not None and mean_rule(phi.derivative()) is not None:
             return c * self.mean_value(phi.derivative(), q1, u)
         return self.pair_value(phi, psi, q1, q2, c, (g, h, ctx), f"{u}·{v}", closed=False)
+
+    # -- s = √(E[u²]E[v²] − E[uv]²), carried through the layers -----------------------
+    def affine_residual(self, x11, x22, x12, a, beta, sx):
+        """s of u = c·x + Σ c_b b, v = c·x' + Σ c_b b (a = c², β = Σ c_b² σ_b²) from the moments of
+        (x, x') and their s (back ends that carry residuals override)."""
+        return None
+
+    def post_residual(self, phi, psi, q1, q2, c, s):
+        """s of (φ(g), ψ(h)) from the pair's (q1, q2, c, s), or None without a closed form."""
+        return None
+
+    def gram_residual(self, U: Embed, V: Embed, ctx):
+        """s of the Gram entries ⟨ξ, ξ'⟩/d of two embeddings of one input layer."""
+        return None
+
+    def _rule_resid(self, u: str, v: str, ctx) -> Rule:
+        """A request for s(u, v) (back ends canonicalise and memoise; None: not carried, the
+        closed forms then compute s from (q1, q2, c))."""
+        return (yield from self._resid_rhs(u, v, ctx))
+
+    def _affine(self, u: str):
+        """(x, c, {b: c_b}) with u = c·x + Σ c_b b (x a single non-bias vector), or None."""
+        S = self.structure
+        main, coef, biases = None, 0.0, {}
+        stack = [(u, 1.0)]
+        while stack:
+            x, cx = stack.pop()
+            role, node = S.role[x], self.p[x]
+            if isinstance(role, Linear):
+                if role.const(node) != 0.0:
+                    return None
+                stack += [(y, cx * cy) for y, cy in role.terms(node)]
+            elif isinstance(node, Bias):
+                biases[x] = biases.get(x, 0.0) + cx
+            elif main is None or main == x:
+                main, coef = x, coef + cx
+            else:
+                return None
+        return None if main is None else (main, coef, biases)
+
+    def _resid_rhs(self, u: str, v: str, ctx) -> Rule:
+        """s(u, v) by structure: u = c·x + Σ c_b b and v = c·x' + Σ c_b b (the same coefficients and
+        biases, independent of x, x') give
+        s² = c⁴ s_x² + c²β[(√X11 − √X22)² + 2(√X11√X22 − X12)] (:meth:`affine_residual`); the
+        s_x of two atoms of one family is σ² q s of their arguments (MatMul) or σ² s of the Gram
+        entries (embeddings), of φ(g), ψ(h) :meth:`post_residual` of (g, h).  None otherwise."""
+        S = self.structure
+        fu, fv = self._affine(u), self._affine(v)
+        if fu is None or fv is None:
+            return None
+        (x, cx, bu), (y, cy, bv) = fu, fv
+        if cx != cy or bu != bv:
+            return None
+        fam_b = frozenset().union(*(S.families[b] for b in bu)) if bu else frozenset()
+        if S.families[x] & fam_b or S.families[y] & fam_b:
+            return None
+        sx = yield from self._resid_main(x, y, ctx)
+        if sx is None:
+            return None
+        if not bu and cx == 1.0:
+            return sx
+        beta = self.zero
+        for b, cb in bu.items():
+            beta = beta + self.number(cb * cb) * self.param_var(self.p[b])
+        x11 = self.on_a((yield ("cov", x, x, self.side(ctx, 0))), ctx)
+        x22 = self.on_b((yield ("cov", y, y, self.side(ctx, 1))), ctx)
+        x12 = yield ("cov", x, y, ctx)
+        return self.affine_residual(x11, x22, x12, cx * cx, beta, sx)
+
+    def _resid_main(self, x: str, y: str, ctx) -> Rule:
+        S = self.structure
+        rx, ry = S.role[x], S.role[y]
+        X, Y = self.p[x], self.p[y]
+        if isinstance(rx, Atom) and isinstance(ry, Atom):
+            if S.families[x] != S.families[y]:
+                return None
+            if isinstance(X, Embed) and isinstance(Y, Embed):
+                sg = self.gram_residual(X, Y, ctx)
+                return None if sg is None else self.input_var(self.p[X.layer]) * sg
+            if isinstance(X, MatMul) and isinstance(Y, MatMul):
+                sa = yield ("resid", X.arg, Y.arg, ctx)
+                return None if sa is None else self.param_var(self.p[X.matrix]) * sa
+            return None
+        fx, fy = S.unary(x), S.unary(y)
+        if fx is None or fy is None or fx[0] is None or fy[0] is None:
+            return None
+        (phi, g), (psi, h) = fx, fy
+        s = yield ("resid", g, h, ctx)
+        if s is None:
+            return None
+        q1 = self.on_a((yield ("cov", g, g, self.side(ctx, 0))), ctx)
+        q2 = self.on_b((yield ("cov", h, h, self.side(ctx, 1))), ctx)
+        c = yield ("cov", g, h, ctx)
+        return self.post_residual(phi, psi, q1, q2, c, s)
 
     # -- E[u] ----------------------------------------------------------------------------
     def _rule_mean(self, u: str, ctx) -> Rule:
