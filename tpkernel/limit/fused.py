@@ -64,7 +64,7 @@ import numpy as np
 from ..checks import check_kernel
 from ..errors import NumericalError
 from ..ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout
-from ..nonlin import REGISTRY, TAKES_RESIDUAL, Nonlinearity, input_residual, pair_rule
+from ..nonlin import REGISTRY, TAKES_RESIDUAL, Nonlinearity, input_residual, pair_rule, relu_residual
 from . import gaussian
 from .scales import check_norms, check_variance
 
@@ -370,6 +370,11 @@ class _Run:
         self.ntk = ntk
         self.sym = sym
         self.numba = numba_ok
+        #: the NumPy path's carried residuals: S = √(K11K22 − K12²) of the last layer's
+        #: post-activations (where K is written), or None when that layer has no closed form for
+        #: it (then the next layer computes s from (q, q', C) as before); g1, g2: the diagonal
+        #: of the last K (⟨ξ, ξ⟩ before the first layer)
+        self.S = None
 
     def _quadrature(self, integral, what: str):
         """The general evaluator's rule: adaptive to quad_tol, or quad_deg fixed."""
@@ -405,6 +410,8 @@ class _Run:
     # -- one layer on the matrix -------------------------------------------------------
     def layer(self, K, T, q1, q2, L: Layer, rules: _Rules, first: bool, what: str) -> None:
         ntk, sym = self.ntk, self.sym
+        if rules.kind not in ("rule", "identity"):
+            self.S = None  # (only the NumPy band path carries residuals)
         if rules.kind == "arccos":
             pa, pb = rules.phi.params
             _jit()._layer_arccos(K, T, q1, q2, L.a, L.beta, L.lam, L.mu, first, ntk, sym, pa, pb, rules.alpha2,
@@ -429,27 +436,50 @@ class _Run:
         n1, n2 = K.shape
         rows = max(1, BAND // max(n2, 1))
         ntk, al2 = self.ntk, rules.alpha2
+        S_in = None if first else self.S
+        # this layer's post-activation residual, for the next layer: identity (s itself) and the
+        # relu family without a negative slope (α² b² · relu_residual); None for the others
+        phi = rules.phi
+        post = None
+        if rules.kind == "identity":
+            post = 1.0
+        elif phi.name == "abrelu" and phi.params[0] == 0.0:
+            post = al2 * phi.params[1] ** 2
+        S_out = None
+        if post is not None:
+            S_out = S_in if S_in is not None else np.zeros(K.shape)
+        self.S = S_out
         for i0 in range(0, n1, rows):
             i1 = min(n1, i0 + rows)
             j0 = i0 if self.sym else 0
+            carried = S_in is not None
             if self.sym:  # a compiled layer before may have left this block's lower part stale
                 _mirror_block(K[i0:i1, i0:i1])
                 if ntk and not first:
                     _mirror_block(T[i0:i1, i0:i1])
+                if carried:
+                    _mirror_block(S_in[i0:i1, i0:i1])
             k = K[i0:i1, j0:].astype(float, copy=False)
             c = L.a * k + L.beta
             qa, qb = q1[i0:i1, None], q2[None, j0:]
             kd = 1.0
+            s = None
+            if first or carried:  # √(q q' − C²) from the structure (input_residual), not from (q, q', C)
+                s = input_residual(self.g1[i0:i1, None], self.g2[None, j0:], k, L.a, L.beta,
+                                   sg=S_in[i0:i1, j0:] if carried else None)
             if rules.kind == "identity":
                 kn = c
+                if S_out is not None:
+                    S_out[i0:i1, j0:] = s
             else:
                 extra = {}
-                if first:  # the first layer's √(q q' − C²) from the Gram structure (input_residual)
-                    s = input_residual(self.g1[i0:i1, None], self.g2[None, j0:], k, L.a, L.beta)
+                if s is not None:
                     extra = _residual_kwargs(rules.phi, s, c)
+                if S_out is not None:
+                    S_out[i0:i1, j0:] = post * relu_residual(qa, qb, c, s)
                 kn = rules.k(qa, qb, c, **extra)
                 if ntk:
-                    kd = rules.kd(qa, qb, c, **(_residual_kwargs(rules.dphi, s, c) if first else {}))
+                    kd = rules.kd(qa, qb, c, **(_residual_kwargs(rules.dphi, s, c) if s is not None else {}))
                 if al2 != 1.0:
                     kn = al2 * kn
                     kd = al2 * kd
@@ -683,6 +713,7 @@ def _fused_kernels_in(chain: Chain, program: Program, sides, symmetric: bool, se
         return _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk, symmetric)
     for l, (L, R) in enumerate(zip(layers, rules)):
         what = L.name or f"φ{l + 1}"
+        prev1, prev2 = (np.diagonal(K).astype(float),) * 2 if symmetric else (kd1, kd2)
         if symmetric:
             q1 = q2 = L.a * np.diagonal(K).astype(float) + L.beta
         else:
@@ -692,6 +723,8 @@ def _fused_kernels_in(chain: Chain, program: Program, sides, symmetric: bool, se
             kd2 = run.diag_layer(R, q2, what)
         check_variance(q1, L.node, K.dtype)
         check_variance(q2, L.node, K.dtype)
+        if l > 0:  # the last layer's per-example K, for the carried residuals (NumPy path)
+            run.g1, run.g2 = prev1, prev2
         run.layer(K, T, np.ascontiguousarray(q1), np.ascontiguousarray(q2), L, R, l == 0, what)
     if numba_ok:
         bad = _jit()._finish(K, T, chain.v_var, chain.o_var, chain.v_ntk, chain.o_ntk, ntk, symmetric)
