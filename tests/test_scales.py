@@ -36,7 +36,7 @@ DPS = 750
 ENGINES = ["reference", "numba", "numpy"]
 CLOSED = ["relu", "erf", "gelu"]
 #: the engines that carry s = √(q q' − C²) through relu layers (docs/limit.md, "Scales")
-CARRY = ("reference", "numpy")
+CARRY = ("reference", "numba", "numpy")
 
 
 # -- the independent reference ---------------------------------------------------------
@@ -187,14 +187,15 @@ def with_collinear(act: str, depth: int, b_std, engine: str) -> bool:
     """Collinear rows of different norms are in the data unless they hit the known gap: from
     the second layer on they are *nearly* collinear (a bias, or GELU's non-homogeneity, turn
     ρ = 1 into 1 − ρ ≪ 1), and √(q q' − C²) from rounded covariances is √ε-conditioned.  The
-    reference engine and the NumPy path carry s through relu layers (docs/limit.md, "Scales")."""
+    engines carry s through relu layers (:data:`CARRY`; docs/limit.md, "Scales")."""
     return depth == 1 or (b_std is None and act != "gelu") or (engine in CARRY and act == "relu")
 
 
 def gap(act: str, depth: int, b_std, exponent: float, engine: str) -> bool:
-    """The known gap of the numba kernels (see the strict xfails at the end): ReLU nets with a
-    bias, from the second layer on, at input scales where the bias dominates (every pair then has
-    1 − ρ ~ |ξ|²/β, down to ~1e-16, and √(q q' − C²) from rounded covariances is √ε-conditioned)."""
+    """The former gap of an engine that does not carry s (none now: :data:`CARRY`): ReLU nets
+    with a bias, from the second layer on, at input scales where the bias dominates (every pair
+    then has 1 − ρ ~ |ξ|²/β, down to ~1e-16, and √(q q' − C²) from rounded covariances is
+    √ε-conditioned)."""
     return engine not in CARRY and act == "relu" and depth >= 2 and b_std is not None and -13 <= exponent <= -3
 
 
@@ -364,14 +365,9 @@ def test_collinear_inputs_with_a_bias_one_layer(engine, act, exponent):
     check(engine, act, 1, 2 ** 0.5, 0.1, X, partner(X), 1e-12)
 
 
-#: the compiled kernels still compute s = √(q q' − C²) of the deeper layers from rounded covariances
-NUMBA_GAP = pytest.mark.xfail(strict=True, reason="known gap of the numba kernels: deeper layers compute "
-                              "√(q q' − C²) from rounded covariances (the reference engine and the NumPy "
-                              "path carry s)")
-RESID_ENGINES = ["reference", pytest.param("numba", marks=NUMBA_GAP), "numpy"]
 
 
-@pytest.mark.parametrize("engine", RESID_ENGINES)
+@pytest.mark.parametrize("engine", ENGINES)
 def test_collinear_inputs_with_a_bias_two_layers(engine):
     """Collinear inputs of different norms with a bias, relu, depth 2: the second layer's s comes
     from the first's carried through the relu map (was 5e-8 off at inputs ~1e5)."""
@@ -379,7 +375,7 @@ def test_collinear_inputs_with_a_bias_two_layers(engine):
     check(engine, "relu", 2, 2 ** 0.5, 0.1, X, partner(X), 1e-12)
 
 
-@pytest.mark.parametrize("engine", RESID_ENGINES)
+@pytest.mark.parametrize("engine", ENGINES)
 def test_small_inputs_with_a_bias(engine):
     """ReLU nets with a bias, inputs small against the bias: every pair has 1 − ρ ~ |ξ|²/β; the
     step kernel's angle from rounded covariances was √ε-conditioned (1e-9 off at inputs 1e-9)."""

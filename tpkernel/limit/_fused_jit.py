@@ -87,8 +87,13 @@ def input_s(gi, gj, g, a, beta):
     """√(q q' − C²) of an input layer's pre-activations from the Gram structure (gi, gj, g:
     ⟨ξ, ξ⟩, ⟨ξ', ξ'⟩, ⟨ξ, ξ'⟩; C = a g + β): the element form of
     :func:`tpkernel.nonlin.input_residual`."""
+    return input_s_sg(gi, gj, g, a, beta, residual(gi, gj, g))
+
+
+@njit(inline="always", error_model="numpy")
+def input_s_sg(gi, gj, g, a, beta, sg):
+    """:func:`input_s` with the residual sg of (gi, gj, g) given (carried from the last layer)."""
     n = math.sqrt(gi) * math.sqrt(gj)
-    sg = residual(gi, gj, g)
     den = n + g
     m = sg * (sg / den) if (g > 0.0) & (den > 0.0) else n - g
     t = hyp(math.sqrt(a * gi) - math.sqrt(a * gj), math.sqrt(2 * a * max(m, 0.0)))
@@ -436,8 +441,83 @@ def _el_erf(k, qi, qj, a, beta, g2, gb, b4, ntk, s_in=-1.0):
     return kn, kd
 
 
+@njit(inline="always", error_model="numpy")
+def input_s_carried(ri, rj, g, sa, sb, a, sg):
+    """:func:`input_s_sg` from the roots ri = √gi, rj = √gj (sa = √a, sb = √β): the deeper
+    layers' form, with fewer square roots (t² = a((√gi − √gj)² + 2m) is of the order of g:
+    no hypot needed there)."""
+    n = ri * rj
+    den = n + g
+    m = sg * (sg / den) if (g > 0.0) & (den > 0.0) else n - g
+    d = ri - rj
+    t = sa * math.sqrt(d * d + 2 * max(m, 0.0))
+    return hyp(a * sg, sb * t)
+
+
+@njit(inline="always", error_model="numpy")
+def _el_relu_s(k, qi, qj, a, beta, ntk, s):
+    """(J1, J0, s_K) of a relu pair with carried s: the element form of
+    :func:`tpkernel.nonlin.relu_residual` (sin θ − θ cos θ by its series below θ = 1/2)."""
+    c = a * k + beta
+    th = atan2_pos(s, c)
+    j1 = (s + (PI - th) * c) * INV_TWO_PI
+    j0 = 0.0
+    if ntk:
+        j0 = (PI - th) * INV_TWO_PI if (qi > 0.0) & (qj > 0.0) else 0.0
+    n = math.sqrt(qi) * math.sqrt(qj)
+    t2 = th * th
+    ser = _S8
+    ser = _S7 + t2 * ser
+    ser = _S6 + t2 * ser
+    ser = _S5 + t2 * ser
+    ser = _S4 + t2 * ser
+    ser = _S3 + t2 * ser
+    ser = _S2 + t2 * ser
+    ser = _S1 + t2 * ser
+    ser = ser * t2 * th
+    f = ser if th < 0.5 else (s - th * c) / n
+    den = n + c
+    gap = s * (s / den) if (c > 0.0) & (den > 0.0) else n - c
+    lo = max(PI * gap - n * f, 0.0) * INV_TWO_PI
+    hi = max(0.5 * n + j1, 0.0)
+    return j1, j0, math.sqrt(lo) * math.sqrt(hi)
+
+
+#: the series of sin θ − θ cos θ = Σ_k (−1)^(k+1) 2k θ^(2k+1)/(2k+1)!
+_S1, _S2, _S3, _S4, _S5, _S6, _S7, _S8 = [(-1) ** (k + 1) * 2 * k / math.factorial(2 * k + 1) for k in range(1, 9)]
+
+
 @njit(**_jit)
-def _row_layer(Ki, Ti, qi, q2, a, beta, lam, mu, p1, p2, al2, kind, first, ntk, gi, gr2):
+def _row_layer(Ki, Ti, qi, q2, a, beta, lam, mu, p1, p2, al2, kind, first, ntk, gi, gr2, S, have):
+    """:func:`_row_layer_plain`, carrying the residual s (row buffer ``S``: the last layer's
+    post-activation s where ``have``) through relu (p1 = 0) and identity layers; returns
+    whether ``S`` now holds this layer's.  gi, gr2: the last layer's K on the diagonal (the Gram
+    diagonal on the first layer)."""
+    if kind == 0 and p1 == 0.0 and (first or have):
+        cpos = p2 * p2  # (the products in the order of _el_arccos and _row_layer_plain: bit for bit)
+        ri, sa, sb = math.sqrt(gi), math.sqrt(a), math.sqrt(beta)
+        for j in range(Ki.shape[0]):
+            k = Ki[j] * 1.0
+            s = input_s(gi, gr2[j], k, a, beta) if first else input_s_carried(ri, math.sqrt(gr2[j]), k, sa, sb, a, S[j])
+            j1, j0, sk = _el_relu_s(k, qi, q2[j], a, beta, ntk, s)
+            Ki[j] = al2 * (cpos * j1)
+            S[j] = al2 * (cpos * sk)
+            if ntk:
+                t = lam * k + mu
+                if not first:
+                    t = a * Ti[j] + t
+                Ti[j] = t * (al2 * (cpos * j0))
+        return True
+    if kind == 2 and (first or have):
+        for j in range(Ki.shape[0]):
+            k = Ki[j] * 1.0
+            S[j] = input_s(gi, gr2[j], k, a, beta) if first else input_s_sg(gi, gr2[j], k, a, beta, S[j])
+    _row_layer_plain(Ki, Ti, qi, q2, a, beta, lam, mu, p1, p2, al2, kind, first, ntk, gi, gr2)
+    return kind == 2 and (first or have)
+
+
+@njit(**_jit)
+def _row_layer_plain(Ki, Ti, qi, q2, a, beta, lam, mu, p1, p2, al2, kind, first, ntk, gi, gr2):
     """One layer on a row slice; on the first layer (``first``) the residual √(q q' − C²) comes
     from the Gram structure (gi = ⟨ξ_i, ξ_i⟩, gr2 = ⟨ξ'_j, ξ'_j⟩: :func:`input_s`)."""
     if kind == 0:
@@ -489,7 +569,7 @@ def _row_layer(Ki, Ti, qi, q2, a, beta, lam, mu, p1, p2, al2, kind, first, ntk, 
 
 
 @njit(**_jit)
-def _diag_chain(kdiag, P, Q, ntk):
+def _diag_chain(kdiag, P, Q, ntk, D):
     """Q[l, i] = a_l K_{l-1}[i, i] + β_l through the same element formulas as the rows
     (``kdiag`` has K's dtype, so that float32 storage rounds the same way)."""
     n = kdiag.shape[0]
@@ -499,6 +579,7 @@ def _diag_chain(kdiag, P, Q, ntk):
             k = kdiag[i] * 1.0
             q = a * k + beta
             Q[l, i] = q
+            D[l, i] = k
             if kind == 0:
                 kn, kd = _el_arccos(k, q, q, a, beta, p2 * p2 + p1 * p1, p1 * p2 + p2 * p1, False)
                 kdiag[i] = al2 * kn
@@ -510,7 +591,7 @@ def _diag_chain(kdiag, P, Q, ntk):
 
 
 @njit(parallel=True, **_jit)
-def _chain(K, T, Q1, Q2, P, ntk, sym, v_var, o_var, v_ntk, o_ntk, rowcheck, G1, G2):
+def _chain(K, T, Q1, Q2, P, ntk, sym, v_var, o_var, v_ntk, o_ntk, rowcheck, D1, D2):
     """Every layer of a chain and the readout, row by row (upper triangle when ``sym``);
     ``rowcheck[i]`` is NaN when row i has a non-finite entry (Σ 0·x, a vectorised test)."""
     n1, n2 = K.shape
@@ -524,9 +605,11 @@ def _chain(K, T, Q1, Q2, P, ntk, sym, v_var, o_var, v_ntk, o_ntk, rowcheck, G1, 
             j0 = i if sym else 0
             Ki = K[i, j0:]
             Ti = T[i, j0:] if ntk else T[0, :0]
+            S = np.empty(Ki.shape[0])  # the carried residuals of this row
+            have = False
             for l in range(L):
-                _row_layer(Ki, Ti, Q1[l, i], Q2[l, j0:], P[l, 0], P[l, 1], P[l, 2], P[l, 3], P[l, 4],
-                           P[l, 5], P[l, 6], int(P[l, 7]), l == 0, ntk, G1[i], G2[j0:])
+                have = _row_layer(Ki, Ti, Q1[l, i], Q2[l, j0:], P[l, 0], P[l, 1], P[l, 2], P[l, 3], P[l, 4],
+                                  P[l, 5], P[l, 6], int(P[l, 7]), l == 0, ntk, D1[l, i], D2[l, j0:], S, have)
             z = 0.0
             for j in range(Ki.shape[0]):
                 k = Ki[j] * 1.0

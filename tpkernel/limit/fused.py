@@ -636,14 +636,19 @@ def _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk: bool, 
             p1 = p2 = 0.0
         P[l] = (L.a, L.beta, L.lam, L.mu, p1, p2, R.alpha2, _ROW_KINDS[R.kind])
     n1, n2 = K.shape
+    # D[l]: the per-example K before layer l (the Gram diagonal before the first), for the
+    # carried residuals
     if symmetric:
         Q1 = np.empty((len(layers), n1))
+        D1 = np.empty((len(layers), n1))
         kd1 = np.diagonal(K).copy()
-        J._diag_chain(kd1, P, Q1, ntk)
-        Q2, kd2 = Q1, kd1
+        J._diag_chain(kd1, P, Q1, ntk, D1)
+        Q2, kd2, D2 = Q1, kd1, D1
     else:  # per-example variances as the general evaluator computes them (registry rules)
         Q1, Q2 = np.empty((len(layers), n1)), np.empty((len(layers), n2))
+        D1, D2 = np.empty((len(layers), n1)), np.empty((len(layers), n2))
         for l, (L, R) in enumerate(zip(layers, rules)):
+            D1[l], D2[l] = kd1, kd2
             Q1[l] = L.a * kd1 + L.beta
             Q2[l] = L.a * kd2 + L.beta
             kd1 = run.diag_layer(R, Q1[l], L.name or f"φ{l + 1}")
@@ -657,7 +662,7 @@ def _whole_chain(chain, program, layers, rules, run, K, T, kd1, kd2, ntk: bool, 
         check_variance(chain.v_var * kd + chain.o_var, chain.readout, K.dtype, "NNGP")
     rowcheck = np.empty(n1)
     J._chain(K, T, Q1, Q2, P, ntk, symmetric, chain.v_var, chain.o_var, chain.v_ntk, chain.o_ntk, rowcheck,
-             run.g1, run.g2)
+             D1, D2)
     if symmetric:
         J._mirror(K)
         if ntk:
