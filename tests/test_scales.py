@@ -391,3 +391,18 @@ def test_small_inputs_with_a_bias(engine):
 def test_known_gap_gelu_collinear_inputs_deeper(engine):
     X = data(205) * scale(5)
     check(engine, "gelu", 3, 2 ** 0.5, None, X, partner(X), 1e-12)
+
+
+def test_uncarried_nearly_collinear_relu_pair_warns():
+    """A relu pair whose s the rules cannot carry (a residual connection h2 = W x1 + h1 has two
+    main terms) takes s from rounded covariances: nearly collinear (θ ~ 1e-6), its step kernel is
+    ~ε·n/s off, and an AccuracyWarning says so (reference engine); not nearly collinear, silence."""
+    p = tp.Program("res")
+    x = p.data("xi")
+    U, W = p.input_layer("U"), p.matrix("W")
+    h1 = U @ x
+    p.output(tp.relu(W @ tp.relu(h1) + h1))
+    X = np.array([[1.0, 0.0, 0.0], [1.0, 1e-6, 0.0]])
+    with pytest.warns(tp.AccuracyWarning, match="nearly collinear"):
+        tp.kernels(p, X, X[::-1].copy(), engine="reference")
+    tp.kernels(p, X + np.eye(2, 3), X[::-1] + 0.5, engine="reference")  # (warnings are errors here)

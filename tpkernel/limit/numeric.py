@@ -20,12 +20,13 @@ context's shape; all of them are memoised.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import NumericalError
+from ..errors import AccuracyWarning, NumericalError
 from ..ir import Bias, Embed, InputLayer, Program, Seed, mask_factor
 from .scales import check_norms, check_variance
 from ..nonlin import (PAIR_RULES, TAKES_RESIDUAL, Nonlinearity, arccos_angle, input_residual, mean_rule, pair_rule,
@@ -34,6 +35,8 @@ from . import gaussian
 from .theorem import Linear, MasterTheorem
 
 Ctx = tuple[int, int, bool]
+#: the estimated error ε·n/s of a pair's angle (s not carried) beyond which an AccuracyWarning is given
+RESID_TOL = 1e-12
 #: the arc-cosine pair rules, called with the evaluator's memoised angles
 _ARCCOS = {"abrelu": PAIR_RULES[("abrelu", "abrelu")], "abstep": PAIR_RULES[("abstep", "abstep")]}
 
@@ -267,6 +270,8 @@ class Expectations(MasterTheorem):
         """``s``: √(q1q2 − c²) carried through the layers (the ``resid`` requests), or None."""
         if closed:
             g, h, ctx = pair
+            if s is None and not ctx[2] and phi.name == psi.name and phi.name in ("abrelu", "abstep"):
+                self._check_residual(g, h, q1, q2, c, what)  # (θ enters the step kernel linearly)
             if phi.name == psi.name and phi.name in ("abrelu", "abstep"):
                 # the relu and step kernels of one pair (forward and backward) share θ
                 return _ARCCOS[phi.name](phi.params, psi.params, q1, q2, c,
@@ -309,6 +314,28 @@ class Expectations(MasterTheorem):
                             f"(error estimate {q['error']:.1e})" for q in worst)
             raise NumericalError(f"the covariance of ({g}, {h}) is not positive semi-definite "
                                  f"(|ρ| = {rho:.3g} > 1){cause}")
+
+    def _check_residual(self, g: str, h: str, q1, q2, c, what: str) -> None:
+        """An arc-cosine pair whose s = √(q1q2 − c²) is not carried (no structural rule: e.g. an
+        RNN's h = W x + U ξ + b, or a relu after a GELU layer) takes it from the rounded
+        (q1, q2, c): its angle θ, which the step kernel depends on linearly, is then off by
+        ~ε·n/s.  Where that exceeds :data:`RESID_TOL` an :class:`AccuracyWarning` says so, once per
+        pair.  (s = 0, taken as collinear by :data:`tpkernel.nonlin.COLLINEAR`, cannot be told
+        from a nearly collinear pair here; erf and GELU depend on s², where this estimate would
+        be far too pessimistic.)"""
+        done = self.__dict__.setdefault("_resid_warned", set())
+        if (g, h) in done:
+            return
+        n, s = residual(q1, q2, c)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            est = np.where(s > 0, np.finfo(float).eps * n / np.where(s > 0, s, 1.0), 0.0)
+        worst = float(np.max(est, initial=0.0))
+        if worst > RESID_TOL:
+            done.add((g, h))
+            warnings.warn(AccuracyWarning(
+                f"E[{what}]: the pair ({g}, {h}) is nearly collinear and its √(q q' − c²) comes from "
+                f"rounded covariances: estimated error up to {worst:.1e} in its angle (docs/limit.md, "
+                f"\"Scales\")"), stacklevel=2)
 
     def _angle(self, g: str, h: str, ctx: Ctx, sign: int, q1, q2, c, s=None):
         """(s, θ) of the pair (g, h) at covariance sign·c, memoised (``s``: carried, or None)."""
