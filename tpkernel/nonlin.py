@@ -9,7 +9,9 @@ family knows four things, one small function each:
 - ``mean``    E[φ(u)] for u ~ N(0, q), when known in closed form.
 
 Closed-form *pair rules* ``E[φ(u) ψ(v)]`` for ``(u, v) ~ N(0, [[q1, c], [c, q2]])``
-live in :data:`PAIR_RULES`, keyed by the two family names.  Everything without a
+live in :data:`PAIR_RULES`, keyed by the two family names.  Each closed form (pairs and means)
+is defined once, over a math back end (:data:`CLOSED_FORMS`, :data:`MEAN_FORMS`); the NumPy
+rules and the sympy ones (:data:`SYMPY_PAIR_RULES`, :data:`SYMPY_MEAN_RULES`) are made from it.  Everything without a
 rule is integrated by Gauss-Hermite quadrature (see :mod:`tpkernel.limit.gaussian`).
 
 Linear maps (sums, scalings, residual connections) are *not* nonlinearities here:
@@ -39,6 +41,8 @@ function made with :func:`user`.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import sys
 import types
@@ -170,6 +174,15 @@ def get(name: str, *params: float, arity: int = 1) -> Nonlinearity:
 SQRT2PI = math.sqrt(2 * math.pi)
 
 
+def _numpy_mean(name: str) -> Callable:
+    """``Family.mean`` of a built-in family: its :data:`MEAN_FORMS` entry (defined once, below)
+    with the NumPy back end."""
+    def mean(p, q):
+        return MEAN_FORMS[name](NUMPY, p, q)
+    mean.form_name = name  # (the forms are defined below the families; tests check the link)
+    return mean
+
+
 def _abrelu(p, x):
     a, b = p
     return np.where(x > 0, b * x, a * x)
@@ -183,32 +196,32 @@ def _abstep(p, x):
 register(Family(
     "abrelu", 1, _abrelu, lambda p, i: get("abstep", *p),
     lambda p, x: sympy.Piecewise((p[1] * x, x > 0), (p[0] * x, True)),
-    mean=lambda p, q: (p[1] - p[0]) * np.sqrt(q) / SQRT2PI, smooth=False,
+    mean=_numpy_mean("abrelu"), smooth=False,
     doc="a·min(x,0) + b·max(x,0); relu = abrelu(0,1), leaky_relu(α) = abrelu(α,1), abs = abrelu(-1,1)"))
 register(Family(
     "abstep", 1, _abstep, None,
     lambda p, x: sympy.Piecewise((p[1], x > 0), (p[0], x < 0), (0, True)),
-    mean=lambda p, q: np.where(q > 0, (p[0] + p[1]) / 2, 0.0), smooth=False,
+    mean=_numpy_mean("abstep"), smooth=False,
     doc="a·1[x<0] + b·1[x>0], the derivative of abrelu(a, b) (0 at x = 0, as autodiff)"))
 register(Family(
     "erf", 1, lambda p, x: sps.erf(x), lambda p, i: get("gauss", 2 / math.sqrt(math.pi), -1.0),
-    lambda p, x: sympy.erf(x), mean=lambda p, q: 0.0 * q, doc="erf(x)"))
+    lambda p, x: sympy.erf(x), mean=_numpy_mean("erf"), doc="erf(x)"))
 register(Family(
     "gauss", 1, lambda p, x: p[0] * np.exp(p[1] * x * x),
     lambda p, i: get("xgauss", 2 * p[0] * p[1], p[1]),
     lambda p, x: p[0] * sympy.exp(p[1] * x ** 2),
-    mean=lambda p, q: p[0] / np.sqrt(1 - 2 * p[1] * q), doc="a·exp(b x²)"))
+    mean=_numpy_mean("gauss"), doc="a·exp(b x²)"))
 register(Family(
     "xgauss", 1, lambda p, x: p[0] * x * np.exp(p[1] * x * x), None,
-    lambda p, x: p[0] * x * sympy.exp(p[1] * x ** 2), mean=lambda p, q: 0.0 * q,
+    lambda p, x: p[0] * x * sympy.exp(p[1] * x ** 2), mean=_numpy_mean("xgauss"),
     doc="a·x·exp(b x²), the derivative of gauss"))
 register(Family(
     "sin", 1, lambda p, x: np.sin(x + p[0]), lambda p, i: get("sin", p[0] + math.pi / 2),
     lambda p, x: sympy.sin(x + p[0]) if p[0] else sympy.sin(x),
-    mean=lambda p, q: np.exp(-q / 2) * math.sin(p[0]), doc="sin(x + c); cos(x) = sin(x + π/2)"))
+    mean=_numpy_mean("sin"), doc="sin(x + c); cos(x) = sin(x + π/2)"))
 register(Family(
     "exp", 1, lambda p, x: np.exp(x), lambda p, i: get("exp"), lambda p, x: sympy.exp(x),
-    mean=lambda p, q: np.exp(q / 2), doc="exp(x)"))
+    mean=_numpy_mean("exp"), doc="exp(x)"))
 
 
 def _norm_pdf(x):
@@ -218,11 +231,11 @@ def _norm_pdf(x):
 register(Family(
     "gelu", 1, lambda p, x: x * sps.ndtr(x), lambda p, i: get("dgelu"),
     lambda p, x: x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2,
-    mean=lambda p, q: q / np.sqrt(2 * np.pi * (1 + q)), doc="x·Φ(x) (exact, not the tanh approximation)"))
+    mean=_numpy_mean("gelu"), doc="x·Φ(x) (exact, not the tanh approximation)"))
 register(Family(
     "dgelu", 1, lambda p, x: sps.ndtr(x) + x * _norm_pdf(x), None,
     lambda p, x: (1 + sympy.erf(x / sympy.sqrt(2))) / 2 + x * sympy.exp(-x ** 2 / 2) / sympy.sqrt(2 * sympy.pi),
-    mean=lambda p, q: 0.5 + 0.0 * q, doc="Φ(x) + x·φ(x), the derivative of gelu"))
+    mean=_numpy_mean("dgelu"), doc="Φ(x) + x·φ(x), the derivative of gelu"))
 
 
 def _double_factorial(k: int) -> int:
@@ -233,15 +246,13 @@ register(Family(
     "power", 1, lambda p, x: x ** int(p[0]),
     lambda p, i: _scaled_power(p[0]),
     lambda p, x: x ** int(p[0]),
-    mean=lambda p, q: (q ** (int(p[0]) / 2) * _double_factorial(int(p[0]) - 1)
-                       if int(p[0]) % 2 == 0 else 0.0 * q),
+    mean=_numpy_mean("power"),
     doc="x^k, k a positive integer"))
 register(Family(
     "cpower", 1, lambda p, x: p[1] * x ** int(p[0]), lambda p, i: get("cpower", p[0] - 1, p[1] * p[0])
     if p[0] > 1 else get("cpower", 0, p[1] * p[0]),
     lambda p, x: p[1] * x ** int(p[0]),
-    mean=lambda p, q: p[1] * (q ** (int(p[0]) / 2) * _double_factorial(int(p[0]) - 1)
-                              if int(p[0]) % 2 == 0 else 0.0 * q),
+    mean=_numpy_mean("cpower"),
     doc="c·x^k (derivatives of powers)"))
 
 
@@ -269,13 +280,13 @@ register(Family(
 
 register(Family(
     "tanh", 1, lambda p, x: np.tanh(x), lambda p, i: get("dtanh"), lambda p, x: sympy.tanh(x),
-    mean=lambda p, q: 0.0 * q, doc="tanh(x) (quadrature)"))
+    mean=_numpy_mean("tanh"), doc="tanh(x) (quadrature)"))
 register(Family(
     "dtanh", 1, lambda p, x: 4 * np.exp(-2 * np.abs(x)) / (1 + np.exp(-2 * np.abs(x))) ** 2, None, lambda p, x: 1 - sympy.tanh(x) ** 2,
     doc="1 - tanh(x)² (quadrature)"))
 register(Family(
     "sigmoid", 1, lambda p, x: sps.expit(x), lambda p, i: get("dsigmoid"),
-    lambda p, x: 1 / (1 + sympy.exp(-x)), mean=lambda p, q: 0.5 + 0.0 * q,
+    lambda p, x: 1 / (1 + sympy.exp(-x)), mean=_numpy_mean("sigmoid"),
     doc="logistic 1/(1+e^-x) (quadrature)"))
 register(Family(
     "dsigmoid", 1, lambda p, x: sps.expit(x) * sps.expit(-x), None,
@@ -566,131 +577,337 @@ def relu_residual(q1, q2, c, s):
     return np.sqrt(lo) * np.sqrt(np.maximum(hi, 0.0))
 
 
+# ---------------------------------------------------------------------------------
+# the closed forms, each defined once over a math back end B
+# ---------------------------------------------------------------------------------
+# Every closed form below is ONE function of a math back end ``B`` (its first argument),
+# and both tables are made from it: :data:`PAIR_RULES` (``B = NUMPY``: vectorised, scale-safe
+# float64, the numbers of the evaluator) and :data:`SYMPY_PAIR_RULES` (``B = SYMPY``: the
+# formulas of :mod:`tpkernel.symbolic`); likewise the means (:data:`MEAN_FORMS` → each
+# family's ``mean`` and :data:`SYMPY_MEAN_RULES`).  The back end supplies
+#
+# - functions and constants: ``sqrt exp abs cos sin pi sqrt2pi``, ``frac(n, d)`` (n/d or a
+#   Rational), ``zero``, ``zeros(q)`` (0·q or 0), ``params(p)`` / ``param(x)`` (the floats, or
+#   exact sympy numbers, :func:`sym_number`);
+# - the geometry: ``residual(q1, q2, c)`` = √(q1q2 − c²) (:func:`residual`, scale-safe and
+#   exactly 0 for collinear pairs; √Max(q1q2 − c², 0) in sympy), ``angle(q1, q2, c)`` = (s, θ)
+#   (:func:`arccos_angle`); ``sqrt_det(r, t, det)`` = √det for a determinant det = r² + t²
+#   (r, t >= 0) written without a product of variances: hypot(r, t) in NumPy, √det() in sympy;
+#   ``arcsin(x, root, norm2)`` = arcsin(x/√norm2) with root = √(norm2 − x²) >= 0:
+#   atan2(x, root) in NumPy (stable near ±1), asin(x/√norm2()) in sympy (``det`` and ``norm2``
+#   are thunks: NumPy never forms them);
+# - the numeric guards: ``where(cond, x, other)`` (np.where; just x in sympy: the formulas
+#   assume positive variances and convergent expectations), ``positive`` / ``nonnegative``
+#   (the comparisons; True in sympy), ``clip0`` (max(x, 0); the identity in sympy), ``array``
+#   and ``quiet`` (float arrays and np.errstate; no-ops in sympy).
+#
+# The NumPy back end is the exact sequence of floating-point operations of the former
+# hand-written rules (bit for bit), the sympy one prints the textbook forms.
+
+
+def sym_number(x: float) -> sympy.Expr:
+    """A float parameter as an exact sympy number when one reproduces it bit for bit
+    (1.0 → 1, 0.1 → 1/10, 1.1283791670955126 → 2/√π), else a Float."""
+    x = float(x)
+    if x.is_integer():
+        return sympy.Integer(int(x))
+    try:
+        r = sympy.nsimplify(x, [sympy.pi])
+        if float(r) == x:
+            return r
+    except (TypeError, ValueError):  # pragma: no cover - nsimplify gives up
+        pass
+    return sympy.Float(x)
+
+
+class NumPyBackEnd:
+    """Vectorised float64 arithmetic: the operations the numeric rules always performed."""
+
+    name = "numpy"
+    pi = np.pi
+    sqrt2pi = SQRT2PI
+    zero = 0.0
+    sqrt = staticmethod(np.sqrt)
+    exp = staticmethod(np.exp)
+    abs = staticmethod(np.abs)
+    cos = staticmethod(np.cos)  # (of parameters only)
+    sin = staticmethod(math.sin)  # (of parameters only: the mean of sin(x + c))
+
+    @staticmethod
+    def params(p: tuple) -> tuple:
+        return p
+
+    @staticmethod
+    def param(x: float):
+        return x
+
+    @staticmethod
+    def frac(n: int, d: int) -> float:
+        return n / d
+
+    @staticmethod
+    def zeros(q):
+        return 0.0 * q
+
+    @staticmethod
+    def array(x):
+        return np.asarray(x, dtype=float)
+
+    @staticmethod
+    def quiet():
+        return np.errstate(invalid="ignore", over="ignore")
+
+    @staticmethod
+    def residual(q1, q2, c):
+        return _sqrt_det(q1, q2, c)
+
+    @staticmethod
+    def angle(q1, q2, c):
+        return arccos_angle(q1, q2, c)
+
+    where = staticmethod(np.where)
+
+    @staticmethod
+    def sqrt_det(r, t, det):
+        return np.hypot(r, t)
+
+    @staticmethod
+    def arcsin(x, root, norm2):
+        return np.arctan2(x, root)
+
+    @staticmethod
+    def positive(x):
+        return x > 0
+
+    @staticmethod
+    def nonnegative(x):
+        return x >= 0
+
+    @staticmethod
+    def clip0(x):
+        return np.maximum(x, 0.0)
+
+
+class SympyBackEnd:
+    """Exact sympy expressions; the numeric guards drop out (positive variances assumed)."""
+
+    name = "sympy"
+    pi = sympy.pi
+    sqrt2pi = sympy.sqrt(2 * sympy.pi)
+    zero = sympy.Integer(0)
+    sqrt = staticmethod(sympy.sqrt)
+    exp = staticmethod(sympy.exp)
+    abs = staticmethod(sympy.Abs)
+    cos = staticmethod(sympy.cos)
+    sin = staticmethod(sympy.sin)
+
+    @staticmethod
+    def params(p: tuple) -> tuple:
+        return tuple(sym_number(x) for x in p)
+
+    param = staticmethod(sym_number)
+
+    @staticmethod
+    def frac(n: int, d: int) -> sympy.Expr:
+        return sympy.Rational(n, d)
+
+    @staticmethod
+    def zeros(q):
+        return sympy.Integer(0)
+
+    @staticmethod
+    def array(x):
+        return x
+
+    @staticmethod
+    def quiet():
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def residual(q1, q2, c):
+        return sympy.sqrt(sympy.Max(q1 * q2 - c ** 2, 0))
+
+    @classmethod
+    def angle(cls, q1, q2, c):
+        s = cls.residual(q1, q2, c)
+        return s, sympy.atan2(s, c)
+
+    @staticmethod
+    def where(cond, x, other):
+        return x
+
+    @staticmethod
+    def sqrt_det(r, t, det):
+        return sympy.sqrt(det())
+
+    @staticmethod
+    def arcsin(x, root, norm2):
+        return sympy.asin(x / sympy.sqrt(norm2()))
+
+    @staticmethod
+    def positive(x):
+        return True
+
+    @staticmethod
+    def nonnegative(x):
+        return True
+
+    @staticmethod
+    def clip0(x):
+        return x
+
+
+NUMPY = NumPyBackEnd()
+SYMPY = SympyBackEnd()
+
+
+def _arccos_1(B, q1, q2, c, angle=None):
+    s, theta = angle if angle is not None else B.angle(q1, q2, c)
+    return (s + (B.pi - theta) * c) / (2 * B.pi)
+
+
+def _arccos_0(B, q1, q2, c, angle=None):
+    theta = (angle if angle is not None else B.angle(q1, q2, c))[1]
+    return B.where(B.positive(q1) & B.positive(q2), (B.pi - theta) / (2 * B.pi), 0.0)
+
+
 def arccos_1(q1, q2, c, angle=None):
     """E[relu(u) relu(v)] = √(q1q2)/(2π)·(sin θ + (π - θ) cos θ), in the stable form
     (√(q1q2 - c²) + (π - θ) c)/(2π) with θ = atan2(√(q1q2 - c²), c); ``angle``: (s, θ) if
     already known."""
-    s, theta = angle if angle is not None else arccos_angle(q1, q2, c)
-    return (s + (np.pi - theta) * c) / (2 * np.pi)
+    return _arccos_1(NUMPY, q1, q2, c, angle)
 
 
 def arccos_0(q1, q2, c, angle=None):
     """P(u > 0, v > 0) = (π - θ)/(2π); 0 where a variance is 0 (step(0) = 0)."""
-    theta = (angle if angle is not None else arccos_angle(q1, q2, c))[1]
-    return np.where((q1 > 0) & (q2 > 0), (np.pi - theta) / (2 * np.pi), 0.0)
+    return _arccos_0(NUMPY, q1, q2, c, angle)
 
 
-def _rule_abrelu(p1, p2, q1, q2, c, angles=None):
+def sym_arccos_1(q1, q2, c):
+    """E[relu(u) relu(v)] = (√(q1q2 - c²) + (π - θ) c)/(2π), θ = atan2(√(q1q2 - c²), c)."""
+    return _arccos_1(SYMPY, q1, q2, c)
+
+
+def sym_arccos_0(q1, q2, c):
+    """P(u > 0, v > 0) = (π - θ)/(2π)."""
+    return _arccos_0(SYMPY, q1, q2, c)
+
+
+def _pair_abrelu(B, p1, p2, q1, q2, c, angles=None):
     """``angles(sign)``: (s, θ) at covariance sign·c, when the caller shares them (memoised)."""
-    (a1, b1), (a2, b2) = p1, p2
+    (a1, b1), (a2, b2) = B.params(p1), B.params(p2)
     # φ = b·relu(x) - a·relu(-x); E[relu(u) relu(-v)] is J1 at covariance -c (not needed when
     # its coefficient is 0, as for relu)
-    out = (b1 * b2 + a1 * a2) * arccos_1(q1, q2, c, angles(1) if angles else None)
+    out = (b1 * b2 + a1 * a2) * _arccos_1(B, q1, q2, c, angles(1) if angles else None)
     k = a1 * b2 + b1 * a2
-    return out - k * arccos_1(q1, q2, -c, angles(-1) if angles else None) if k else out
+    return out - k * _arccos_1(B, q1, q2, -c, angles(-1) if angles else None) if k else out
 
 
-def _rule_abstep(p1, p2, q1, q2, c, angles=None):
-    (a1, b1), (a2, b2) = p1, p2
-    out = (b1 * b2 + a1 * a2) * arccos_0(q1, q2, c, angles(1) if angles else None)
+def _pair_abstep(B, p1, p2, q1, q2, c, angles=None):
+    (a1, b1), (a2, b2) = B.params(p1), B.params(p2)
+    out = (b1 * b2 + a1 * a2) * _arccos_0(B, q1, q2, c, angles(1) if angles else None)
     k = a1 * b2 + b1 * a2
-    return out + k * arccos_0(q1, q2, -c, angles(-1) if angles else None) if k else out
+    return out + k * _arccos_0(B, q1, q2, -c, angles(-1) if angles else None) if k else out
 
 
-def _relu_step(q1, q2, c):
+def _relu_step(B, q1, q2, c):
     """E[relu(u) 1(v > 0)] = √q1 (1 + ρ) / (2√(2π)); 0 where q2 = 0 (step(0) = 0)."""
-    n = np.sqrt(q1) * np.sqrt(q2)  # (not √(q1q2): scale-safe)
-    rho = np.where(n > 0, c / np.where(n > 0, n, 1.0), 0.0)
-    return np.where(q2 > 0, np.sqrt(q1) * (1 + rho) / (2 * SQRT2PI), 0.0)
+    n = B.sqrt(q1) * B.sqrt(q2)  # (not √(q1q2): scale-safe)
+    rho = B.where(B.positive(n), c / B.where(B.positive(n), n, 1.0), 0.0)
+    return B.where(B.positive(q2), B.sqrt(q1) * (1 + rho) / (2 * B.sqrt2pi), 0.0)
 
 
-def _rule_abrelu_abstep(p1, p2, q1, q2, c):
-    (a1, b1), (a2, b2) = p1, p2
+def _pair_abrelu_abstep(B, p1, p2, q1, q2, c):
+    (a1, b1), (a2, b2) = B.params(p1), B.params(p2)
     # abrelu = b relu(x) - a relu(-x); abstep = b 1(x>0) + a 1(x<0) = b 1(x>0) + a 1(-x>0)
-    return (b1 * b2 * _relu_step(q1, q2, c) + b1 * a2 * _relu_step(q1, q2, -c)
-            - a1 * b2 * _relu_step(q1, q2, -c) - a1 * a2 * _relu_step(q1, q2, c))
+    return (b1 * b2 * _relu_step(B, q1, q2, c) + b1 * a2 * _relu_step(B, q1, q2, -c)
+            - a1 * b2 * _relu_step(B, q1, q2, -c) - a1 * a2 * _relu_step(B, q1, q2, c))
 
 
-def _rule_erf(p1, p2, q1, q2, c, s=None):
+def _pair_erf(B, p1, p2, q1, q2, c, s=None):
     """(2/π) arcsin(2c/√((1+2q1)(1+2q2))) = (2/π) atan2(2c, √(1 + 2q1 + 2q2 + 4(q1q2 − c²))), as
     (2/π) atan2(2c, hypot(√(1 + 2q1 + 2q2), 2s)) with s = √(q1q2 − c²) from :func:`residual`:
     no product of variances (scale-safe) and no arcsin near ±1 (stable).  ``s``: √(q1q2 − c²)
     if the caller knows it more accurately (:func:`input_residual`)."""
-    s = _sqrt_det(q1, q2, c) if s is None else s
-    return (2 / np.pi) * np.arctan2(2 * c, np.hypot(np.sqrt(1 + 2 * (q1 + q2)), 2 * s))
+    s = B.residual(q1, q2, c) if s is None else s
+    P = lambda: (1 + 2 * q1) * (1 + 2 * q2)  # noqa: E731
+    root = B.sqrt_det(B.sqrt(1 + 2 * (q1 + q2)), 2 * s, lambda: P() - 4 * c ** 2)
+    return (2 / B.pi) * B.arcsin(2 * c, root, P)
 
 
-def _gauss_sqrt_det(b1, b2, q1, q2, c, s=None):
+def _gauss_sqrt_det(B, b1, b2, q1, q2, c, s=None):
     """√det, det = (1 − 2b1q1)(1 − 2b2q2) − 4b1b2c², without a product of variances:
     det = (1 − 2b1q1 − 2b2q2) + 4b1b2(q1q2 − c²) = lin + 4b1b2 s² → hypot(√lin, 2√(b1b2)·s) when
     b1b2 > 0 and lin >= 0 (erf's derivative: b = −1); hypot(√P1·√P2, 2√(−b1b2)|c|) with
     P = 1 − 2bq when b1b2 <= 0 and P1, P2 >= 0; else (a diverging expectation) det itself."""
-    q1, q2, c = np.asarray(q1, dtype=float), np.asarray(q2, dtype=float), np.asarray(c, dtype=float)
-    with np.errstate(invalid="ignore", over="ignore"):
+    q1, q2, c = B.array(q1), B.array(q2), B.array(c)
+    with B.quiet():
         P1, P2 = 1 - 2 * b1 * q1, 1 - 2 * b2 * q2
-        raw = np.sqrt(P1 * P2 - 4 * b1 * b2 * c * c)
+        det = lambda: P1 * P2 - 4 * b1 * b2 * c * c  # noqa: E731
+        raw = B.sqrt(det())
         if b1 * b2 > 0:
             lin = 1 - (2 * b1 * q1 + 2 * b2 * q2)  # (symmetric in the two sides, bit for bit)
-            s = _sqrt_det(q1, q2, c) if s is None else s
-            return np.where(lin >= 0, np.hypot(np.sqrt(np.maximum(lin, 0.0)), 2 * math.sqrt(b1 * b2) * s), raw)
-        ok = (P1 >= 0) & (P2 >= 0)
-        safe = np.hypot(np.sqrt(np.maximum(P1, 0.0)) * np.sqrt(np.maximum(P2, 0.0)),
-                        2 * math.sqrt(-b1 * b2) * np.abs(c))
-        return np.where(ok, safe, raw)
+            s = B.residual(q1, q2, c) if s is None else s
+            safe = B.sqrt_det(B.sqrt(B.clip0(lin)), 2 * B.sqrt(b1 * b2) * s, det)
+            return B.where(B.nonnegative(lin), safe, raw)
+        ok = B.nonnegative(P1) & B.nonnegative(P2)
+        safe = B.sqrt_det(B.sqrt(B.clip0(P1)) * B.sqrt(B.clip0(P2)), 2 * B.sqrt(-b1 * b2) * B.abs(c), det)
+        return B.where(ok, safe, raw)
 
 
-def _rule_gauss(p1, p2, q1, q2, c, s=None):
-    (a1, b1), (a2, b2) = p1, p2
-    return a1 * a2 / _gauss_sqrt_det(b1, b2, q1, q2, c, s)
+def _pair_gauss(B, p1, p2, q1, q2, c, s=None):
+    (a1, b1), (a2, b2) = B.params(p1), B.params(p2)
+    return a1 * a2 / _gauss_sqrt_det(B, b1, b2, q1, q2, c, s)
 
 
-def _rule_xgauss(p1, p2, q1, q2, c, s=None):
-    (a1, b1), (a2, b2) = p1, p2
-    sd = _gauss_sqrt_det(b1, b2, q1, q2, c, s)
+def _pair_xgauss(B, p1, p2, q1, q2, c, s=None):
+    (a1, b1), (a2, b2) = B.params(p1), B.params(p2)
+    sd = _gauss_sqrt_det(B, b1, b2, q1, q2, c, s)
     return a1 * a2 * (c / sd) / sd / sd  # c / det^1.5, in an order that stays representable
 
 
-def _rule_sin(p1, p2, q1, q2, c):
-    (c1,), (c2,) = p1, p2
+def _pair_sin(B, p1, p2, q1, q2, c):
+    (c1,), (c2,) = B.params(p1), B.params(p2)
     # sin(u+c1) sin(v+c2) = [cos(u - v + c1 - c2) - cos(u + v + c1 + c2)] / 2
-    return 0.5 * (np.exp(-(q1 + q2 - 2 * c) / 2) * np.cos(c1 - c2)
-                  - np.exp(-(q1 + q2 + 2 * c) / 2) * np.cos(c1 + c2))
+    return B.frac(1, 2) * (B.exp(-(q1 + q2 - 2 * c) / 2) * B.cos(c1 - c2)
+                           - B.exp(-(q1 + q2 + 2 * c) / 2) * B.cos(c1 + c2))
 
 
-def _rule_exp(p1, p2, q1, q2, c):
-    return np.exp((q1 + q2) / 2 + c)
+def _pair_exp(B, p1, p2, q1, q2, c):
+    return B.exp((q1 + q2) / 2 + c)
 
 
-def _gelu_common(q1, q2, c, s=None):
+def _gelu_common(B, q1, q2, c, s=None):
     """P1 = q1 + 1, P2 = q2 + 1, δ = √(P1P2 − c²) = hypot(√(1 + q1 + q2), s) (since
     P1P2 − c² = 1 + q1 + q2 + q1q2 − c², s from :func:`residual`) and atan2(c, δ): no product of
     variances, so that the rules hold from variances 1e-300 to 1e300."""
     P1, P2 = q1 + 1, q2 + 1
-    delta = np.hypot(np.sqrt(1 + (q1 + q2)), _sqrt_det(q1, q2, c) if s is None else s)
-    return P1, P2, delta, np.arctan2(c, delta)
+    s = B.residual(q1, q2, c) if s is None else s
+    delta = B.sqrt_det(B.sqrt(1 + (q1 + q2)), s, lambda: P1 * P2 - c ** 2)
+    return P1, P2, delta, B.arcsin(c, delta, lambda: P1 * P2)
 
 
-def _rule_gelu(p1, p2, q1, q2, c, s=None):
+def _pair_gelu(B, p1, p2, q1, q2, c, s=None):
     """Tsuchida, Pearce, van der Heide, Roosta, Gallagher (2020), as in neural-tangents:
     c/4 + ((c² + q1q2δ²)/(P1P2δ) + c·atan2(c, δ))/(2π), written as
     c/4 + (w²/δ + (q1/P1)(q2/P2)δ + c·atan2(c, δ))/(2π) with w = c/(√P1√P2)."""
-    P1, P2, delta, angle = _gelu_common(q1, q2, c, s)
-    w = c / (np.sqrt(P1) * np.sqrt(P2))
-    return c / 4 + (w * w / delta + (q1 / P1) * (q2 / P2) * delta + c * angle) / (2 * np.pi)
+    P1, P2, delta, angle = _gelu_common(B, q1, q2, c, s)
+    w = c / (B.sqrt(P1) * B.sqrt(P2))
+    return c / 4 + (w * w / delta + (q1 / P1) * (q2 / P2) * delta + c * angle) / (2 * B.pi)
 
 
-def _rule_dgelu(p1, p2, q1, q2, c, s=None):
+def _pair_dgelu(B, p1, p2, q1, q2, c, s=None):
     """1/4 + atan2(c, δ)/(2π) + c/δ/(2π)·(1/δ² + (1 − q1q2)/(P1P2) + 1), where
     (1 − q1q2)/(P1P2) + 1 = (P1 + P2)/(P1P2) = 1/P1 + 1/P2 (exact; no product of variances)."""
-    P1, P2, delta, angle = _gelu_common(q1, q2, c, s)
+    P1, P2, delta, angle = _gelu_common(B, q1, q2, c, s)
     inv = 1 / delta
-    return 0.25 + angle / (2 * np.pi) + (c * inv) / (2 * np.pi) * (inv * inv + 1 / P1 + 1 / P2)
+    return B.frac(1, 4) + angle / (2 * B.pi) + (c * inv) / (2 * B.pi) * (inv * inv + 1 / P1 + 1 / P2)
 
 
-def _rule_power(p1, p2, q1, q2, c):
+def _pair_power(B, p1, p2, q1, q2, c):
     """Wick: sum over the matchings of k copies of u and m copies of v."""
     k, m = int(p1[0]), int(p2[0])
-    total = 0.0
+    total = B.zero
     for j in range(min(k, m) + 1):
         if (k - j) % 2 or (m - j) % 2:
             continue
@@ -700,24 +917,52 @@ def _rule_power(p1, p2, q1, q2, c):
     return total
 
 
-def _rule_cpower(p1, p2, q1, q2, c):
-    return p1[1] * p2[1] * _rule_power((p1[0],), (p2[0],), q1, q2, c)
+def _pair_cpower(B, p1, p2, q1, q2, c):
+    return B.param(p1[1]) * B.param(p2[1]) * _pair_power(B, (p1[0],), (p2[0],), q1, q2, c)
 
 
-PAIR_RULES: dict[tuple[str, str], Callable] = {
-    ("abrelu", "abrelu"): _rule_abrelu,
-    ("abstep", "abstep"): _rule_abstep,
-    ("abrelu", "abstep"): _rule_abrelu_abstep,
-    ("erf", "erf"): _rule_erf,
-    ("gauss", "gauss"): _rule_gauss,
-    ("xgauss", "xgauss"): _rule_xgauss,
-    ("sin", "sin"): _rule_sin,
-    ("exp", "exp"): _rule_exp,
-    ("gelu", "gelu"): _rule_gelu,
-    ("dgelu", "dgelu"): _rule_dgelu,
-    ("power", "power"): _rule_power,
-    ("cpower", "cpower"): _rule_cpower,
+#: the one definition of each closed form E[φ(u) ψ(v)]: ``form(B, p1, p2, q1, q2, c, **kw)``
+CLOSED_FORMS: dict[tuple[str, str], Callable] = {
+    ("abrelu", "abrelu"): _pair_abrelu,
+    ("abstep", "abstep"): _pair_abstep,
+    ("abrelu", "abstep"): _pair_abrelu_abstep,
+    ("erf", "erf"): _pair_erf,
+    ("gauss", "gauss"): _pair_gauss,
+    ("xgauss", "xgauss"): _pair_xgauss,
+    ("sin", "sin"): _pair_sin,
+    ("exp", "exp"): _pair_exp,
+    ("gelu", "gelu"): _pair_gelu,
+    ("dgelu", "dgelu"): _pair_dgelu,
+    ("power", "power"): _pair_power,
+    ("cpower", "cpower"): _pair_cpower,
 }
+
+
+def _power_mean(B, k: int, q):
+    return q ** B.frac(k, 2) * _double_factorial(k - 1) if k % 2 == 0 else B.zeros(q)
+
+
+#: the one definition of each mean E[φ(u)], u ~ N(0, q): ``form(B, p, q)``
+MEAN_FORMS: dict[str, Callable] = {
+    "abrelu": lambda B, p, q: (B.param(p[1]) - B.param(p[0])) * B.sqrt(q) / B.sqrt2pi,
+    "abstep": lambda B, p, q: B.where(B.positive(q), (B.param(p[0]) + B.param(p[1])) / 2, 0.0),
+    "erf": lambda B, p, q: B.zeros(q),
+    "gauss": lambda B, p, q: B.param(p[0]) / B.sqrt(1 - 2 * B.param(p[1]) * q),
+    "xgauss": lambda B, p, q: B.zeros(q),
+    "sin": lambda B, p, q: B.exp(-q / 2) * B.sin(B.param(p[0])),
+    "exp": lambda B, p, q: B.exp(q / 2),
+    "gelu": lambda B, p, q: q / B.sqrt(2 * B.pi * (1 + q)),
+    "dgelu": lambda B, p, q: B.frac(1, 2) + B.zeros(q),
+    "power": lambda B, p, q: _power_mean(B, int(p[0]), q),
+    "cpower": lambda B, p, q: B.param(p[1]) * _power_mean(B, int(p[0]), q),
+    "tanh": lambda B, p, q: B.zeros(q),
+    "sigmoid": lambda B, p, q: B.frac(1, 2) + B.zeros(q),
+}
+
+
+#: the closed forms with the NumPy back end, as functions (p1, p2, q1, q2, c, **kw); the
+#: stax wrappers add entries of their own (numeric only)
+PAIR_RULES: dict[tuple[str, str], Callable] = {k: functools.partial(f, NUMPY) for k, f in CLOSED_FORMS.items()}
 
 
 def _pair_lookup(table: dict, phi: Nonlinearity, psi: Nonlinearity) -> Callable | None:
@@ -754,165 +999,13 @@ def mean_rule(phi: Nonlinearity) -> Callable | None:
     return guard_mean(lambda q: phi.family.mean(phi.params, q), phi)
 
 
-# ---------------------------------------------------------------------------------
-# the same closed forms as sympy expressions (for tpkernel.symbolic)
-# ---------------------------------------------------------------------------------
-# One entry per entry of PAIR_RULES / Family.mean, written in the same (stable) form so
-# that sympy.lambdify of a formula reproduces the numeric evaluator.  Difference: the
-# zero-variance guards (step(0) = 0) are left out; the formulas assume positive variances.
-
-def sym_number(x: float) -> sympy.Expr:
-    """A float parameter as an exact sympy number when one reproduces it bit for bit
-    (1.0 → 1, 0.1 → 1/10, 1.1283791670955126 → 2/√π), else a Float."""
-    x = float(x)
-    if x.is_integer():
-        return sympy.Integer(int(x))
-    try:
-        r = sympy.nsimplify(x, [sympy.pi])
-        if float(r) == x:
-            return r
-    except (TypeError, ValueError):  # pragma: no cover - nsimplify gives up
-        pass
-    return sympy.Float(x)
-
-
-def _sym_sqrt_det(q1, q2, c):
-    return sympy.sqrt(sympy.Max(q1 * q2 - c ** 2, 0))
-
-
-def sym_arccos_1(q1, q2, c):
-    """E[relu(u) relu(v)] = (√(q1q2 - c²) + (π - θ) c)/(2π), θ = atan2(√(q1q2 - c²), c)."""
-    s = _sym_sqrt_det(q1, q2, c)
-    return (s + (sympy.pi - sympy.atan2(s, c)) * c) / (2 * sympy.pi)
-
-
-def sym_arccos_0(q1, q2, c):
-    """P(u > 0, v > 0) = (π - θ)/(2π)."""
-    return (sympy.pi - sympy.atan2(_sym_sqrt_det(q1, q2, c), c)) / (2 * sympy.pi)
-
-
-def _sym_params(p):
-    return tuple(sym_number(x) for x in p)
-
-
-def _sym_rule_abrelu(p1, p2, q1, q2, c):
-    (a1, b1), (a2, b2) = _sym_params(p1), _sym_params(p2)
-    return (b1 * b2 + a1 * a2) * sym_arccos_1(q1, q2, c) - (a1 * b2 + b1 * a2) * sym_arccos_1(q1, q2, -c)
-
-
-def _sym_rule_abstep(p1, p2, q1, q2, c):
-    (a1, b1), (a2, b2) = _sym_params(p1), _sym_params(p2)
-    return (b1 * b2 + a1 * a2) * sym_arccos_0(q1, q2, c) + (a1 * b2 + b1 * a2) * sym_arccos_0(q1, q2, -c)
-
-
-def _sym_relu_step(q1, q2, c):
-    return sympy.sqrt(q1) * (1 + c / sympy.sqrt(q1 * q2)) / (2 * sympy.sqrt(2 * sympy.pi))
-
-
-def _sym_rule_abrelu_abstep(p1, p2, q1, q2, c):
-    (a1, b1), (a2, b2) = _sym_params(p1), _sym_params(p2)
-    return ((b1 * b2 - a1 * a2) * _sym_relu_step(q1, q2, c)
-            + (b1 * a2 - a1 * b2) * _sym_relu_step(q1, q2, -c))
-
-
-def _sym_rule_erf(p1, p2, q1, q2, c):
-    return 2 / sympy.pi * sympy.asin(2 * c / sympy.sqrt((1 + 2 * q1) * (1 + 2 * q2)))
-
-
-def _sym_det_gauss(b1, b2, q1, q2, c):
-    return (1 - 2 * b1 * q1) * (1 - 2 * b2 * q2) - 4 * b1 * b2 * c ** 2
-
-
-def _sym_rule_gauss(p1, p2, q1, q2, c):
-    (a1, b1), (a2, b2) = _sym_params(p1), _sym_params(p2)
-    return a1 * a2 / sympy.sqrt(_sym_det_gauss(b1, b2, q1, q2, c))
-
-
-def _sym_rule_xgauss(p1, p2, q1, q2, c):
-    (a1, b1), (a2, b2) = _sym_params(p1), _sym_params(p2)
-    return a1 * a2 * c / _sym_det_gauss(b1, b2, q1, q2, c) ** sympy.Rational(3, 2)
-
-
-def _sym_rule_sin(p1, p2, q1, q2, c):
-    (c1,), (c2,) = _sym_params(p1), _sym_params(p2)
-    return (sympy.exp(-(q1 + q2 - 2 * c) / 2) * sympy.cos(c1 - c2)
-            - sympy.exp(-(q1 + q2 + 2 * c) / 2) * sympy.cos(c1 + c2)) / 2
-
-
-def _sym_rule_exp(p1, p2, q1, q2, c):
-    return sympy.exp((q1 + q2) / 2 + c)
-
-
-def _sym_gelu_common(q1, q2, c):
-    pp1 = (q1 + 1) * (q2 + 1)
-    delta2 = pp1 - c ** 2
-    delta = sympy.sqrt(delta2)
-    return pp1, delta2, delta, sympy.atan2(c, delta)
-
-
-def _sym_rule_gelu(p1, p2, q1, q2, c):
-    pp1, delta2, delta, angle = _sym_gelu_common(q1, q2, c)
-    return c / 4 + ((c ** 2 + q1 * q2 * delta2) / (pp1 * delta) + c * angle) / (2 * sympy.pi)
-
-
-def _sym_rule_dgelu(p1, p2, q1, q2, c):
-    pp1, delta2, delta, angle = _sym_gelu_common(q1, q2, c)
-    return (sympy.Rational(1, 4) + angle / (2 * sympy.pi)
-            + c / delta / (2 * sympy.pi) * (1 / delta2 + (1 - q1 * q2) / pp1 + 1))
-
-
-def _sym_rule_power(p1, p2, q1, q2, c):
-    k, m = int(p1[0]), int(p2[0])
-    total = sympy.Integer(0)
-    for j in range(min(k, m) + 1):
-        if (k - j) % 2 or (m - j) % 2:
-            continue
-        count = math.comb(k, j) * math.comb(m, j) * math.factorial(j) \
-            * _double_factorial(k - j - 1) * _double_factorial(m - j - 1)
-        total += count * c ** j * q1 ** ((k - j) // 2) * q2 ** ((m - j) // 2)
-    return total
-
-
-def _sym_rule_cpower(p1, p2, q1, q2, c):
-    return sym_number(p1[1]) * sym_number(p2[1]) * _sym_rule_power((p1[0],), (p2[0],), q1, q2, c)
-
-
-SYMPY_PAIR_RULES: dict[tuple[str, str], Callable] = {
-    ("abrelu", "abrelu"): _sym_rule_abrelu,
-    ("abstep", "abstep"): _sym_rule_abstep,
-    ("abrelu", "abstep"): _sym_rule_abrelu_abstep,
-    ("erf", "erf"): _sym_rule_erf,
-    ("gauss", "gauss"): _sym_rule_gauss,
-    ("xgauss", "xgauss"): _sym_rule_xgauss,
-    ("sin", "sin"): _sym_rule_sin,
-    ("exp", "exp"): _sym_rule_exp,
-    ("gelu", "gelu"): _sym_rule_gelu,
-    ("dgelu", "dgelu"): _sym_rule_dgelu,
-    ("power", "power"): _sym_rule_power,
-    ("cpower", "cpower"): _sym_rule_cpower,
-}
-
-
-def _sym_power_mean(k: int, q):
-    return q ** sympy.Rational(k, 2) * _double_factorial(k - 1) if k % 2 == 0 else sympy.Integer(0)
-
+#: the same closed forms with the sympy back end (for :mod:`tpkernel.symbolic`); sympy.lambdify
+#: of a formula reproduces the numeric evaluator (the zero-variance guards, step(0) = 0, drop out)
+SYMPY_PAIR_RULES: dict[tuple[str, str], Callable] = {k: functools.partial(f, SYMPY) for k, f in CLOSED_FORMS.items()}
 
 #: E[φ(u)], u ~ N(0, q), as sympy expressions; keyed by family name like Family.mean.
-SYMPY_MEAN_RULES: dict[str, Callable] = {
-    "abrelu": lambda p, q: (sym_number(p[1]) - sym_number(p[0])) * sympy.sqrt(q) / sympy.sqrt(2 * sympy.pi),
-    "abstep": lambda p, q: (sym_number(p[0]) + sym_number(p[1])) / 2,
-    "erf": lambda p, q: sympy.Integer(0),
-    "gauss": lambda p, q: sym_number(p[0]) / sympy.sqrt(1 - 2 * sym_number(p[1]) * q),
-    "xgauss": lambda p, q: sympy.Integer(0),
-    "sin": lambda p, q: sympy.exp(-q / 2) * sympy.sin(sym_number(p[0])),
-    "exp": lambda p, q: sympy.exp(q / 2),
-    "gelu": lambda p, q: q / sympy.sqrt(2 * sympy.pi * (1 + q)),
-    "dgelu": lambda p, q: sympy.Rational(1, 2),
-    "power": lambda p, q: _sym_power_mean(int(p[0]), q),
-    "cpower": lambda p, q: sym_number(p[1]) * _sym_power_mean(int(p[0]), q),
-    "tanh": lambda p, q: sympy.Integer(0),
-    "sigmoid": lambda p, q: sympy.Rational(1, 2),
-}
+SYMPY_MEAN_RULES: dict[str, Callable] = {k: functools.partial(f, SYMPY) for k, f in MEAN_FORMS.items()}
+
 
 
 def sympy_pair_rule(phi: Nonlinearity, psi: Nonlinearity) -> Callable | None:

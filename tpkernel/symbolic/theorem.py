@@ -15,6 +15,7 @@ from ..terms import contract
 from .functions import (XI, XI2, D, Equation, GaussianIntegral, Gram, Kernel, Param, PoolWeight, Sigma,
                         _CLASS_COUNTER, _expectation_class, _mean_class)
 
+
 class SymbolicTheorem(MasterTheorem):
     """The sympy back end of the Master Theorem (:mod:`tpkernel.limit.theorem`): the same
     rules as the numeric evaluator, over sympy expressions.  A context is a pair of the
@@ -38,7 +39,6 @@ class SymbolicTheorem(MasterTheorem):
             self.has_ntk = False
         super().__init__(self.bw.program)
         self._rules["line"] = self._rule_line
-        self.S = self.structure
         self.order = self.structure.order
         self.closed_form = closed_form
         self.lengths = lengths
@@ -242,7 +242,7 @@ class SymbolicTheorem(MasterTheorem):
             self._integrals[key] = type(f"E{next(_CLASS_COUNTER)}", (GaussianIntegral,), {
                 "nargs": len(entries), "factor_names": (tuple(A), tuple(B)), "title": title,
                 "atom_lists": (tuple(atoms_a), tuple(atoms_b)), "gauss_variables": tuple(variables),
-                "same_example": same, "structure": self.S, "__module__": __name__})
+                "same_example": same, "__module__": __name__})
         return self._integrals[key](*entries.values())
 
     # -- kernels ---------------------------------------------------------------------
