@@ -53,6 +53,7 @@ class Atom:
 
     family: Callable[[Any], tuple]
     cov: Callable[..., Rule]
+    resid: Callable[..., Rule] | None = None  # s = √(qq' − c²) of two atoms of one family, if carried
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,17 @@ def _cov_embed(th: "MasterTheorem", U: Embed, V: Embed, ctx) -> Rule:
     yield  # a generator without requests
 
 
+def _resid_matmul(th: "MasterTheorem", U: MatMul, V: MatMul, ctx) -> Rule:
+    sa = yield ("resid", U.arg, V.arg, ctx)
+    return None if sa is None else th.param_var(th.p[U.matrix]) * sa
+
+
+def _resid_embed(th: "MasterTheorem", U: Embed, V: Embed, ctx) -> Rule:
+    sg = th.gram_residual(U, V, ctx)
+    return None if sg is None else th.input_var(th.p[U.layer]) * sg
+    yield
+
+
 def _cov_bias(th: "MasterTheorem", U: Bias, V: Bias, ctx) -> Rule:
     return th.param_var(U)
     yield
@@ -92,8 +104,8 @@ def _cov_seed(th: "MasterTheorem", U: Seed, V: Seed, ctx) -> Rule:
 
 
 LIMIT = RuleTable("limit", {
-    MatMul: Atom(lambda n: ("W", n.matrix, n.transpose), _cov_matmul),
-    Embed: Atom(lambda n: ("U", n.layer), _cov_embed),
+    MatMul: Atom(lambda n: ("W", n.matrix, n.transpose), _cov_matmul, _resid_matmul),
+    Embed: Atom(lambda n: ("U", n.layer), _cov_embed, _resid_embed),
     Bias: Atom(lambda n: ("b", n.name), _cov_bias),
     Seed: Atom(lambda n: ("v", n.readout), _cov_seed),
     LinComb: Linear(lambda n: tuple(zip(n.args, n.coeffs)), lambda n: n.const),
@@ -491,15 +503,9 @@ class MasterTheorem:
         rx, ry = S.role[x], S.role[y]
         X, Y = self.p[x], self.p[y]
         if isinstance(rx, Atom) and isinstance(ry, Atom):
-            if S.families[x] != S.families[y]:
+            if S.families[x] != S.families[y] or rx.resid is None:
                 return None
-            if isinstance(X, Embed) and isinstance(Y, Embed):
-                sg = self.gram_residual(X, Y, ctx)
-                return None if sg is None else self.input_var(self.p[X.layer]) * sg
-            if isinstance(X, MatMul) and isinstance(Y, MatMul):
-                sa = yield ("resid", X.arg, Y.arg, ctx)
-                return None if sa is None else self.param_var(self.p[X.matrix]) * sa
-            return None
+            return (yield from rx.resid(self, X, Y, ctx))
         fx, fy = S.unary(x), S.unary(y)
         if fx is None or fy is None or fx[0] is None or fy[0] is None:
             return None
