@@ -32,7 +32,7 @@ from .scales import check_norms, check_variance
 from ..nonlin import (PAIR_RULES, TAKES_RESIDUAL, Nonlinearity, arccos_angle, input_residual, mean_rule, pair_rule,
                       relu_residual, residual)
 from . import gaussian
-from .theorem import Linear, MasterTheorem
+from .theorem import MasterTheorem
 
 Ctx = tuple[int, int, bool]
 #: the estimated error ε·n/s of a pair's angle (s not carried) beyond which an AccuracyWarning is given
@@ -387,22 +387,11 @@ class Expectations(MasterTheorem):
     def _input_residual_of(self, g: str, h: str, ctx: Ctx):
         if self._mix is not None:
             return None
-        S = self.structure
         sides = []
         for u in (g, h):
-            atoms: dict[str, float] = {}
-            stack = [(u, 1.0)]
-            while stack:
-                x, cx = stack.pop()
-                role, node = S.role[x], self.p[x]
-                if isinstance(role, Linear):
-                    if role.const(node) != 0.0:
-                        return None
-                    stack += [(y, cx * cy) for y, cy in role.terms(node)]
-                elif isinstance(node, (Embed, Bias)):
-                    atoms[x] = atoms.get(x, 0.0) + cx
-                else:
-                    return None
+            atoms = self.structure.linear_terms(u)
+            if atoms is None or not all(isinstance(self.p[x], (Embed, Bias)) for x in atoms):
+                return None
             embeds = [x for x in atoms if isinstance(self.p[x], Embed)]
             if len(embeds) != 1:
                 return None

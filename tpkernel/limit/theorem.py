@@ -169,6 +169,22 @@ class Structure:
         own = isinstance(role, Function) and not role.fn(node).family.smooth
         self.kinked[u] = not self.gaussian[u] and (own or any(self.kinked[a] for a in args))
 
+    def linear_terms(self, u: str) -> dict[str, float] | None:
+        """u = Σ_x c_x x over the non-linear nodes x it sums (linear nodes expanded), or None
+        when a constant enters."""
+        out: dict[str, float] = {}
+        stack = [(u, 1.0)]
+        while stack:
+            x, cx = stack.pop()
+            role, node = self.role[x], self.p[x]
+            if isinstance(role, Linear):
+                if role.const(node) != 0.0:
+                    return None
+                stack += [(y, cx * cy) for y, cy in role.terms(node)]
+            else:
+                out[x] = out.get(x, 0.0) + cx
+        return out
+
     def unary(self, u: str) -> tuple[Nonlinearity | None, str] | None:
         """(φ, g) with u = φ(g), g Gaussian (φ None: u itself is Gaussian), else None."""
         if self.gaussian[u]:
@@ -451,20 +467,15 @@ class MasterTheorem:
 
     def _affine(self, u: str):
         """(x, c, {b: c_b}) with u = c·x + Σ c_b b (x a single non-bias vector), or None."""
-        S = self.structure
+        terms = self.structure.linear_terms(u)
+        if terms is None:
+            return None
         main, coef, biases = None, 0.0, {}
-        stack = [(u, 1.0)]
-        while stack:
-            x, cx = stack.pop()
-            role, node = S.role[x], self.p[x]
-            if isinstance(role, Linear):
-                if role.const(node) != 0.0:
-                    return None
-                stack += [(y, cx * cy) for y, cy in role.terms(node)]
-            elif isinstance(node, Bias):
-                biases[x] = biases.get(x, 0.0) + cx
-            elif main is None or main == x:
-                main, coef = x, coef + cx
+        for x, cx in terms.items():
+            if isinstance(self.p[x], Bias):
+                biases[x] = cx
+            elif main is None:
+                main, coef = x, cx
             else:
                 return None
         return None if main is None else (main, coef, biases)
