@@ -280,3 +280,11 @@ def test_cli_check(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "NTK mean" in text and "log-log slope (NTK)" in text and "128" in text
     assert out.stat().st_size > 1000
+
+
+def test_convergence_needs_two_widths():
+    p = tp.examples.get("mlp")
+    x = tp.examples.sample_data(p, n=3)
+    for widths in ([64], [64, 64], []):
+        with pytest.raises(ValueError, match="two different widths"):
+            finite.convergence(p, x, widths=widths, seeds=2, progress=False)

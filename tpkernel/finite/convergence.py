@@ -156,8 +156,9 @@ def convergence(program: Program, X, widths: Sequence[int] = DEFAULT_WIDTHS, see
     kinds = (get,) if isinstance(get, str) else tuple(get)
     seeds = tuple(range(seeds)) if isinstance(seeds, (int, np.integer)) else tuple(int(s) for s in seeds)
     widths = np.asarray(sorted(int(w) for w in widths))
-    if not len(seeds) or not len(widths):
-        raise ValueError("convergence needs at least one width and one seed")
+    if not len(seeds) or len(set(widths.tolist())) < 2:
+        raise ValueError(f"convergence needs two different widths (a log-log slope) and one seed or more, got "
+                         f"widths {widths.tolist()} and {len(seeds)} seed(s)")
     if limit is None:
         limit = limit_kernels(program, X, get=kinds, output=output, lengths1=lengths, **limit_kw)
     errors = {k: np.zeros((len(widths), len(seeds))) for k in kinds}
