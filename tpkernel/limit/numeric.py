@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..backward import readout_scale
 from ..errors import AccuracyWarning, NumericalError
 from ..ir import Bias, Embed, InputLayer, Program, Seed, mask_factor
 from .scales import check_norms, check_variance
@@ -166,7 +167,6 @@ class Expectations(MasterTheorem):
         self.settings = settings or Settings()
         self.report = Report()
         self._rng = np.random.default_rng(self.settings.seed)
-        self._order = self.structure.order
         self._grams: dict[tuple, np.ndarray] = {}
         self._angles: dict[tuple, tuple] = {}
         self._mix = None  # masked input layers: conditional moments given each row's kept inputs
@@ -195,9 +195,6 @@ class Expectations(MasterTheorem):
     def on_b(x, ctx: Ctx):
         return x if ctx[2] or np.ndim(x) == 0 else np.asarray(x)[..., None, :]
 
-    def var(self, u: str, side: int):
-        return self.cov(u, u, (side, side, True))
-
     def _rule_cov(self, u: str, v: str, ctx: Ctx):
         """E[u v] from the canonical request: the first side first, program order within a
         side; with one data set the per-example values are the diagonal of the matrix, so
@@ -205,7 +202,7 @@ class Expectations(MasterTheorem):
         a, b, diag = ctx
         if a > b:
             return _transpose((yield ("cov", v, u, (b, a, diag))), diag)
-        if a == b and self._order[u] > self._order[v]:
+        if a == b and self.structure.order[u] > self.structure.order[v]:
             return _transpose((yield ("cov", v, u, ctx)), diag)
         if diag and self.sym:
             return _diagonal((yield ("cov", u, v, (a, a, False))))
@@ -239,7 +236,6 @@ class Expectations(MasterTheorem):
         return layer.std ** 2 * (layer.mask.scale2 if layer.mask else 1.0)
 
     def seed_cov(self, U: Seed, V: Seed, ctx: Ctx):
-        from ..backward import readout_scale
         r = self.p[U.readout]
         std, _ = readout_scale(self.p, r)
         std = std * mask_factor(r) ** 0.5  # a masked readout: M ⊙ v
@@ -353,7 +349,7 @@ class Expectations(MasterTheorem):
         a, b, diag = ctx
         if a > b:
             return _transpose((yield ("resid", v, u, (b, a, diag))), diag)
-        if a == b and self._order[u] > self._order[v]:
+        if a == b and self.structure.order[u] > self.structure.order[v]:
             return _transpose((yield ("resid", v, u, ctx)), diag)
         s = self._input_residual(u, v, ctx)
         if s is not None or diag or self._mix is not None:

@@ -32,6 +32,7 @@ in program order.
 from __future__ import annotations
 
 import gc
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Hashable
 
@@ -122,7 +123,7 @@ LIMIT = RuleTable("limit", {
 
 class Structure:
     """What the rules need to know of each vector, computed in one pass in program order:
-    its role (atom / linear / function), atoms, independent families, whether it is a
+    its role (atom / linear / function), the independent Gaussian families it depends on, whether it is a
     centred Gaussian, its leaves (maximal Gaussian nodes), whether a kink lies on its way,
     and its factors (a product's arguments, flattened)."""
 
@@ -130,7 +131,6 @@ class Structure:
         self.p = program
         self.order = {n.name: i for i, n in enumerate(program)}
         self.role: dict[str, Any] = {}
-        self.atoms: dict[str, frozenset] = {}
         self.families: dict[str, frozenset] = {}
         self.gaussian: dict[str, bool] = {}
         self.leaves: dict[str, frozenset] = {}
@@ -145,18 +145,16 @@ class Structure:
         u = node.name
         role = self.role[u] = LIMIT.rule(node)
         if isinstance(role, Atom):
-            self.atoms[u] = frozenset([u])
             self.families[u] = frozenset([role.family(node)])
             self.gaussian[u] = True
             self.leaves[u] = frozenset([u])
             self.kinked[u] = False
             self.factors[u] = (u,)
             return
-        args = [a for a, _ in role.terms(node)] if isinstance(role, Linear) else list(role.args(node))
+        args = self.args(u)
         for a in args:
             if a not in self.role:
                 raise ProgramError(f"{u}: argument {a!r} is not a vector")
-        self.atoms[u] = frozenset().union(*(self.atoms[a] for a in args))
         self.families[u] = frozenset().union(*(self.families[a] for a in args))
         if isinstance(role, Linear):
             self.gaussian[u] = role.const(node) == 0.0 and all(self.gaussian[a] for a in args)
@@ -168,6 +166,11 @@ class Structure:
         self.leaves[u] = frozenset([u]) if self.gaussian[u] else frozenset().union(*(self.leaves[a] for a in args))
         own = isinstance(role, Function) and not role.fn(node).family.smooth
         self.kinked[u] = not self.gaussian[u] and (own or any(self.kinked[a] for a in args))
+
+    def args(self, u: str) -> list[str]:
+        """The vectors u reads, by its limit role."""
+        role, node = self.role[u], self.p[u]
+        return [a for a, _ in role.terms(node)] if isinstance(role, Linear) else list(role.args(node))
 
     def linear_terms(self, u: str) -> dict[str, float] | None:
         """u = Σ_x c_x x over the non-linear nodes x it sums (linear nodes expanded), or None
@@ -220,8 +223,7 @@ class Structure:
             if u in needed or self.gaussian[u]:
                 continue
             needed.add(u)
-            role, node = self.role[u], self.p[u]
-            stack += [a for a, _ in role.terms(node)] if isinstance(role, Linear) else list(role.args(node))
+            stack += self.args(u)
         steps = []
         for u in sorted(needed, key=self.order.__getitem__):
             role, node = self.role[u], self.p[u]
@@ -237,7 +239,7 @@ class Structure:
 
 # -- the theorem ---------------------------------------------------------------------
 
-class MasterTheorem:
+class MasterTheorem(ABC):
     """The rules of the Master Theorem over an abstract value domain.
 
     A back end subclasses it and supplies the domain: contexts (which examples a moment
@@ -301,10 +303,10 @@ class MasterTheorem:
         """E[Z^u] in the one-side context ``ctx``."""
         return self.get(("mean", u, ctx))
 
-    # -- the domain (back ends override) ---------------------------------------------
+    # -- the domain (back ends implement the abstract methods, may override the rest) ---------------------------------------------
+    @abstractmethod
     def side(self, ctx, k: int):
         """The context of side k (0: the first example, 1: the second) with itself, one example."""
-        raise NotImplementedError
 
     def on_a(self, x, ctx):
         """A one-side quantity of side a, broadcast over the context."""
@@ -313,9 +315,9 @@ class MasterTheorem:
     def on_b(self, x, ctx):
         return x
 
+    @abstractmethod
     def same_example(self, ctx) -> bool:
         """The two sides of ``ctx`` are one example (E[u(ξ) v(ξ)])."""
-        raise NotImplementedError
 
     def number(self, c: float):
         return c
@@ -327,35 +329,37 @@ class MasterTheorem:
         """What a sum over coordinates does to a conditional moment (masked input layers)."""
         return x
 
+    @abstractmethod
     def param_var(self, node) -> Any:
         """σ² q of a matrix or bias (q: the kept fraction of a pruned matrix, 1 when rescaled)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def input_var(self, layer: InputLayer) -> Any:
         """σ² (times the kept weights' scale s² of a pruned layer) of an input layer."""
-        raise NotImplementedError
 
+    @abstractmethod
     def gram(self, U: Embed, V: Embed, ctx) -> Any:
-        raise NotImplementedError
+        """⟨ξ_t, ξ'_s⟩/d for the data steps two embeddings of one input layer read."""
 
+    @abstractmethod
     def seed_cov(self, U: Seed, V: Seed, ctx) -> Any:
-        raise NotImplementedError
+        """σ_v² c_k c'_l: the covariance of two gradient seeds of one readout."""
 
     def check_pair(self, g: str, h: str, q1, q2, c) -> None:
         """A hook to check a pair's covariance against its variances."""
 
+    @abstractmethod
     def pair_value(self, phi, psi, q1, q2, c, pair: tuple, what: str, closed: bool):
         """E[φ(g) ψ(h)] (φ or ψ None: the identity) for ``pair`` = (g, h, ctx); ``closed``: the
         registry has a pair rule."""
-        raise NotImplementedError
 
+    @abstractmethod
     def mean_value(self, phi: Nonlinearity, q, what: str):
         """E[φ(g)], g ~ N(0, q)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def integral_value(self, A, B, atoms_a, atoms_b, variables, entries, ctx):
         """E[Π A · Π B'] over the leaves ``variables`` with covariance ``entries``."""
-        raise NotImplementedError
 
     # -- E[u v] --------------------------------------------------------------------------
     def _rule_cov(self, u: str, v: str, ctx) -> Rule:

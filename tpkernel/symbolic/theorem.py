@@ -39,7 +39,6 @@ class SymbolicTheorem(MasterTheorem):
             self.has_ntk = False
         super().__init__(self.bw.program)
         self._rules["line"] = self._rule_line
-        self.order = self.structure.order
         self.closed_form = closed_form
         self.lengths = lengths
         self.show_lr = show_lr
@@ -179,7 +178,7 @@ class SymbolicTheorem(MasterTheorem):
 
     def _rule_cov(self, u: str, v: str, ctx):
         a, b = ctx
-        if a == b and self.order[u] > self.order[v]:
+        if a == b and self.structure.order[u] > self.structure.order[v]:
             return (yield ("cov", v, u, ctx))
         nu, nv = self.named.get(u), self.named.get(v)
         if nu is not None and nv is not None and nu[0] is nv[0]:
@@ -344,7 +343,7 @@ class SymbolicTheorem(MasterTheorem):
             if nu is None or nv is None or nu[0] is not nv[0] or rhs is None or rhs == 0:
                 continue
             lhs = nu[0](sympy.Symbol(nu[1]), sympy.Symbol(nv[1]), XI, XI2)
-            key = (max(self.order[u], self.order[v]), self.order[u], self.order[v])
+            key = (max(self.structure.order[u], self.structure.order[v]), self.structure.order[u], self.structure.order[v])
             (fwd if nu[0] is Sigma else bwd).append((key, Equation(lhs, rhs, "forward" if nu[0] is Sigma
                                                                   else "backward")))
         out = [e for _, e in sorted(fwd, key=lambda t: t[0])]
