@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import NumericalError
+from .errors import NumericalError, first_index
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -37,7 +37,7 @@ def check_kernel(program: str, name: str, k, dtype=np.float64, *, computed=None)
     bad = ~np.isfinite(arr)
     if not bad.any():
         return
-    at = tuple(int(i) for i in np.argwhere(bad)[0])
+    at = first_index(bad)
     head = f"the {name} of {program!r} is {arr[at]} at entry {at}"
     if np.dtype(dtype) == np.float32:
         if computed is not None and np.all(np.isfinite(computed)):

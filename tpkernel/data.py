@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import NumericalError, ShapeError, real_array
+from .errors import NumericalError, ShapeError, first_index, real_array
 from .ir import Bias, Data, Embed, InputLayer, LinComb, MatMul, Matrix, Nonlin, Program, Readout, Seed
 from .rules import RuleTable
 
@@ -83,7 +83,7 @@ def _bind(program: Program, x, lengths, which: str) -> dict[str, tuple[np.ndarra
                 arr[i, L:] = 0.0
         bad = ~np.isfinite(arr)
         if bad.any():
-            i, t, k = (int(j) for j in np.argwhere(bad)[0])
+            i, t, k = first_index(bad)
             where = f"example {i}, coordinate {k}" if d.length is None else f"example {i}, step {t}, coordinate {k}"
             raise NumericalError(f"{which}: data {d.name!r} has a NaN or infinite entry ({where}: {arr[i, t, k]})")
         if arr.shape[0] == 0:

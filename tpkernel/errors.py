@@ -72,13 +72,18 @@ def real_array(what: str, values) -> np.ndarray:
     return arr.astype(float, copy=False)
 
 
+def first_index(mask) -> tuple[int, ...]:
+    """The index of the first True entry of a boolean array (for error messages)."""
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
 def finite_array(what: str, values) -> np.ndarray:
     """``values`` as a float array, or a NumericalError naming ``what`` and the first NaN or
     infinite entry (never a silently propagated NaN); complex values are a DataTypeError."""
     arr = real_array(what, values)
     bad = ~np.isfinite(arr)
     if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = first_index(bad)
         raise NumericalError(f"{what} has a NaN or infinite entry (at index {where if arr.ndim > 1 else where[0]})")
     return arr
 

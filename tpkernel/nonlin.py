@@ -53,7 +53,7 @@ import numpy as np
 import scipy.special as sps
 import sympy
 
-from .errors import NumericalError, ProgramError, UnknownNonlinearityError
+from .errors import NumericalError, ProgramError, UnknownNonlinearityError, first_index
 
 Array = np.ndarray
 
@@ -370,7 +370,7 @@ def _user_values(out, xs: tuple, name: str, probe: bool = False) -> np.ndarray:
         for x in xs:
             bad &= np.isfinite(np.broadcast_to(x, shape))
         if bad.any():
-            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            at = first_index(bad)
             args = ", ".join(repr(float(np.broadcast_to(x, shape)[at])) for x in xs)
             raise NumericalError(f"user nonlinearity {name!r} returned NaN at the finite argument "
                                  f"{'(' + args + ')' if len(xs) > 1 else args}"
@@ -406,7 +406,7 @@ def check_coordinatewise(fn: Callable, name: str, arity: int = 1) -> None:
         except NumericalError as err:
             raise ProgramError(f"{err}: a nonlinearity must be finite at finite arguments") from None
         if not np.all(np.isfinite(vals)):
-            at = tuple(int(i) for i in np.argwhere(~np.isfinite(vals))[0])
+            at = first_index(~np.isfinite(vals))
             raise ProgramError(f"{what} returns {vals[at]} at the finite probe argument "
                                f"{', '.join(repr(float(x[at])) for x in xs)}: a nonlinearity must be finite at "
                                "finite arguments")
@@ -425,7 +425,7 @@ def check_coordinatewise(fn: Callable, name: str, arity: int = 1) -> None:
     for how, xs, expected in checks:
         got = call(xs, how)
         if not np.allclose(got, expected, rtol=1e-12, atol=1e-300):
-            at = tuple(int(i) for i in np.argwhere(~np.isclose(got, expected, rtol=1e-12, atol=1e-300))[0])
+            at = first_index(~np.isclose(got, expected, rtol=1e-12, atol=1e-300))
             raise ProgramError(f"{what} is not coordinatewise: on the probe {how} it gives {float(got[at])!r} where "
                                f"the same argument in a vector of 12 gave {float(expected[at])!r} (a nonlinearity maps every "
                                "coordinate on its own: no sums, means, normalisations or sorting over the array)")

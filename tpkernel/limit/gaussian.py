@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import NumericalError, ProgramError
+from ..errors import NumericalError, ProgramError, first_index
 
 Array = np.ndarray
 #: budget (number of float64s) for one quadrature temporary
@@ -134,7 +134,7 @@ def check_tails(G: Callable[[Array], Array], D: int, value: Array) -> None:
     bulk = np.maximum(1.0, rho[1.0])  # the integrand at one standard deviation: |E| may be dominated by the tails
     grows = ((rho[r_out] > rho[r_in]) & (rho[r_out] > TAIL_SIGNIFICANT * bulk)) | ~np.isfinite(rho[r_out])
     if grows.any():
-        at = tuple(int(i) for i in np.argwhere(grows)[0])
+        at = first_index(grows)
         raise NumericalError(
             f"the expectation diverges, or its mass lies beyond the quadrature's range{where(at)}: the integrand "
             f"weighted by the Gaussian density grows outwards, {rho[r_in][at]:.3g} at {r_in:g} and "
@@ -146,14 +146,14 @@ def check_tails(G: Callable[[Array], Array], D: int, value: Array) -> None:
         lost = np.where(avg[r_out] > 0, sphere * avg[r_out] / kappa, 0.0)
     cut = lost > TAIL_LOST * scale
     if cut.any():
-        at = tuple(int(i) for i in np.argwhere(cut)[0])
+        at = first_index(cut)
         raise NumericalError(
             f"the expectation has mass beyond the quadrature's range of {r_out:.3g} standard deviations"
             f"{where(at)}: about {lost[at]:.3g} of it ({lost[at] / scale[at]:.2g} relative to max(1, |E| = "
             f"{abs(float(value[at])):.3g})) lies further out, more than {TAIL_LOST:g} (the integrand grows almost as "
             "fast as the Gaussian weight decays)")
     if not np.all(np.isfinite(value)):
-        at = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+        at = first_index(~np.isfinite(value))
         raise NumericalError(f"the quadrature sum is {value[at]}{where(at)}: the integrand overflows or is "
                              "undefined at some node inside the range")
 
